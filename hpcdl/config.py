@@ -1,0 +1,229 @@
+"""Training configuration: the schema of one run, validated before anything is written.
+
+A config has four sections: ``model`` (architecture), ``data`` (data set and its preparation),
+``train`` (optimisation and run mechanics) and ``run_dir``. Sweeps vary keys by dotted path,
+e.g. ``train.lr`` or ``model.dropout``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hpcdl.errors import HpcdlError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------- models
+class MnistCNN(_Strict):
+    """The source's LeNet-like MNIST network."""
+
+    name: Literal["mnist_cnn"]
+    filters: list[Annotated[int, Field(gt=0)]] = [20, 50]
+    kernel: Annotated[int, Field(gt=0)] = 5
+    dense: list[Annotated[int, Field(gt=0)]] = [500]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+
+class IndianPines3DCNN(_Strict):
+    """The source's 3D-CNN for hyperspectral pixel classification (defaults = the source)."""
+
+    name: Literal["indian_pines_3dcnn"]
+    filters: list[Annotated[int, Field(gt=0)]] = [48, 32, 32]
+    kernels: list[tuple[int, int, int]] = [(3, 3, 5), (3, 3, 5), (3, 3, 5)]
+    pools: list[tuple[int, int, int]] = [(1, 1, 3), (1, 1, 3), (1, 1, 2)]
+    band_padding: list[Annotated[int, Field(ge=0)]] = [2, 2, 0]
+    spatial_padding: Literal["valid", "same"] = "valid"
+    dense: list[Annotated[int, Field(gt=0)]] = [128, 128]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _same_depth(self) -> IndianPines3DCNN:
+        n = len(self.filters)
+        for key in ("kernels", "pools", "band_padding"):
+            if len(getattr(self, key)) != n:
+                raise ValueError(
+                    f"{key} has {len(getattr(self, key))} entries but filters has {n}; "
+                    "give one per convolution"
+                )
+        return self
+
+
+ModelConfig = Annotated[MnistCNN | IndianPines3DCNN, Field(discriminator="name")]
+
+
+# ---------------------------------------------------------------- data
+class MnistData(_Strict):
+    """MNIST from IDX files (.gz or raw) or Keras' mnist.npz."""
+
+    name: Literal["mnist"]
+    dir: str | None = None
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    train_subset: Annotated[int, Field(gt=0)] | None = None
+    test_subset: Annotated[int, Field(gt=0)] | None = None
+
+
+class IndianPinesData(_Strict):
+    """Indian Pines windows around labelled pixels, split per class."""
+
+    name: Literal["indian_pines"]
+    dir: str | None = None
+    variant: Literal["corrected", "uncorrected"] = "corrected"
+    window: Annotated[int, Field(gt=0)] = 9
+    border: Literal["reflect", "zero"] = "reflect"
+    split: Literal["random", "blocks"] = "random"
+    train_fraction: Annotated[float, Field(gt=0, lt=1)] | None = 0.1
+    train_count: Annotated[int, Field(gt=0)] | None = None
+    block_size: Annotated[int, Field(gt=0)] = 16
+    split_seed: int = 0
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    normalize: Literal["global", "per_band"] = "global"
+    cache: bool = True
+    cache_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _one_split_size(self) -> IndianPinesData:
+        if self.train_count is not None:
+            self.train_fraction = None
+        if self.train_fraction is None and self.train_count is None:
+            raise ValueError("give train_fraction or train_count")
+        if self.window % 2 == 0:
+            raise ValueError(f"window must be odd (a centre pixel), got {self.window}")
+        return self
+
+
+DataConfig = Annotated[MnistData | IndianPinesData, Field(discriminator="name")]
+
+
+# ---------------------------------------------------------------- training
+class TrainSettings(_Strict):
+    """Optimisation and run mechanics. ``batch_size`` is per rank (Horovod convention)."""
+
+    epochs: Annotated[int, Field(gt=0)] = 10
+    batch_size: Annotated[int, Field(gt=0)] = 128
+    optimizer: Literal["sgd", "adam", "rmsprop", "adagrad", "adamw"] = "adam"
+    lr: Annotated[float, Field(gt=0)] = 0.001
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    schedule: Literal["inverse_time", "cosine", "step"] = "inverse_time"
+    decay: Annotated[float, Field(ge=0)] = 0.0
+    step_epochs: Annotated[int, Field(gt=0)] = 30
+    step_factor: Annotated[float, Field(gt=0, le=1)] = 0.1
+    scale_lr: bool = True
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    loss: Literal["categorical_crossentropy", "mse"] = "categorical_crossentropy"
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    seed: int = 0
+    deterministic: bool = True
+    steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
+    eval_batch_size: Annotated[int, Field(gt=0)] = 1000
+    keep: Literal["last", "best"] = "last"
+    threads: Annotated[int, Field(gt=0)] | None = None
+
+
+class TrainConfig(_Strict):
+    """Everything one training run needs."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainSettings = TrainSettings()
+    run_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _model_fits_data(self) -> TrainConfig:
+        wants = {"mnist_cnn": "mnist", "indian_pines_3dcnn": "indian_pines"}[self.model.name]
+        if self.data.name != wants:
+            raise ValueError(
+                f"model {self.model.name!r} trains on data {wants!r}, not {self.data.name!r}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- loading
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: where, which key, what value, what was expected."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    # discriminated unions add the tag to the path (model.mnist_cnn.filters): drop it
+    for tag in ("mnist_cnn", "indian_pines_3dcnn", "mnist", "indian_pines"):
+        loc = loc.replace(f".{tag}.", ".").removesuffix(f".{tag}")
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"{source}: {loc}" if loc else source
+    extra = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""
+    if first["type"] in ("missing", "extra_forbidden", "union_tag_invalid", "value_error"):
+        return f"{where}: {msg}{extra}"
+    return f"{where}: {msg}, got {first.get('input')!r}{extra}"
+
+
+def parse_config(raw: Any, source: str = "config") -> TrainConfig:
+    """Validate a mapping into a TrainConfig, raising HpcdlError with a one-line message."""
+    if not isinstance(raw, dict):
+        raise HpcdlError(f"{source}: expected a mapping with model, data and train sections")
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise HpcdlError(format_validation_error(err, source)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file with a one-line error for a missing or malformed file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise HpcdlError(f"{path}: no such file") from None
+    except OSError as err:
+        raise HpcdlError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise HpcdlError(f"{path}:{at} invalid YAML ({getattr(err, 'problem', err)})") from None
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    """Read and validate a training config file."""
+    return parse_config(read_yaml(path), str(path))
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain data (lists, not tuples) for YAML/JSON output."""
+    return config.model_dump(mode="json")
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``raw["a"]["b"] = value`` for ``dotted == "a.b"``, creating sections as needed."""
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise HpcdlError(f"{dotted}: {key!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.1", "model.filters=[8,16]"]`` -> {path: YAML-parsed value}."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise HpcdlError(f"--set {item!r}: expected KEY=VALUE, e.g. train.lr=0.01")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise HpcdlError(f"--set {item!r}: value is not valid YAML") from None
+    return out

@@ -1,0 +1,77 @@
+"""The two source models, built with the Keras 2 API (tf.keras under TF_USE_LEGACY_KERAS=1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpcdl.config import IndianPines3DCNN, MnistCNN
+from hpcdl.errors import HpcdlError
+
+
+def _dense_head(keras: Any, x: Any, widths: list[int], activation: str, dropout: float,
+                reg: Any, n_classes: int) -> Any:
+    x = keras.layers.Flatten()(x)
+    for width in widths:
+        x = keras.layers.Dense(width, activation=activation, kernel_regularizer=reg)(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout)(x)
+    return keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=reg)(x)
+
+
+def mnist_cnn(keras: Any, cfg: MnistCNN, input_shape: tuple[int, ...], n_classes: int) -> Any:
+    """Conv(20, 5x5, same) -> pool -> Conv(50, 5x5, same) -> pool -> Dense(500) -> Dense(10)."""
+    reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for filters in cfg.filters:
+        x = keras.layers.Conv2D(filters, cfg.kernel, padding="same", activation=cfg.activation,
+                                kernel_regularizer=reg)(x)
+        x = keras.layers.MaxPooling2D(pool_size=2, strides=2)(x)
+    outputs = _dense_head(keras, x, cfg.dense, cfg.activation, cfg.dropout, reg, n_classes)
+    return keras.Model(inputs, outputs, name="mnist_cnn")
+
+
+def indian_pines_3dcnn(keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int, ...],
+                       n_classes: int) -> Any:
+    """Conv3D blocks over (window, window, bands, 1): conv -> pool over bands -> pad bands."""
+    reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    shape = list(input_shape[:3])
+    for i, (filters, kernel, pool, pad) in enumerate(
+        zip(cfg.filters, cfg.kernels, cfg.pools, cfg.band_padding, strict=True)
+    ):
+        if cfg.spatial_padding == "valid":
+            shape = [s - k + 1 for s, k in zip(shape[:2], kernel[:2], strict=True)] + [shape[2]]
+        shape[2] = shape[2] - kernel[2] + 1
+        shape = [s // p for s, p in zip(shape, pool, strict=True)]
+        if min(shape) < 1:
+            raise HpcdlError(
+                f"model: indian_pines_3dcnn does not fit input {tuple(input_shape[:3])}: after "
+                f"convolution {i + 1} the feature map would be empty; use a larger data.window, "
+                "spatial_padding: same, or smaller kernels/pools"
+            )
+        spatial = "same" if cfg.spatial_padding == "same" else "valid"
+        if spatial == "same":  # pad rows/cols only: the band axis stays 'valid' as in the source
+            x = keras.layers.ZeroPadding3D(
+                ((kernel[0] // 2, (kernel[0] - 1) // 2), (kernel[1] // 2, (kernel[1] - 1) // 2),
+                 (0, 0)))(x)
+        x = keras.layers.Conv3D(filters, kernel, activation=cfg.activation, kernel_regularizer=reg)(x)
+        x = keras.layers.MaxPooling3D(pool_size=pool)(x)
+        if pad:
+            x = keras.layers.ZeroPadding3D(((0, 0), (0, 0), (pad, pad)))(x)
+            shape[2] += 2 * pad
+    outputs = _dense_head(keras, x, cfg.dense, cfg.activation, cfg.dropout, reg, n_classes)
+    return keras.Model(inputs, outputs, name="indian_pines_3dcnn")
+
+
+BUILDERS = {"mnist_cnn": mnist_cnn, "indian_pines_3dcnn": indian_pines_3dcnn}
+
+
+def build_model(cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...],
+                n_classes: int) -> Any:
+    """Build the configured model for the given input shape and number of classes."""
+    from hpcdl.distributed import import_tf
+
+    keras = import_tf().keras
+    return BUILDERS[cfg.name](keras, cfg, tuple(input_shape), n_classes)

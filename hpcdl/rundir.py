@@ -1,0 +1,104 @@
+"""The run directory: the only contract between training, schedulers, the collector and reports.
+
+    <run_dir>/config.yaml      resolved training config
+    <run_dir>/metrics.jsonl    one JSON object per finished epoch (rank 0)
+    <run_dir>/result.json      test metrics; its presence means "finished"
+    <run_dir>/checkpoints/     last.h5 (each epoch) and best.h5
+    <run_dir>/failure.json     why a run stopped early, when it knows
+
+Every file that later steps trust is written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+RESULT = "result.json"
+FAILURE = "failure.json"
+CHECKPOINTS = "checkpoints"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step: readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: store them as null so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_clean(obj), allow_nan=False)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_yaml_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one epoch's metrics as a single line (one write call, flushed)."""
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The epoch records of a run and warnings about lines that could not be read."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return [], []
+    records, problems = [], []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            problems.append(f"{path}:{n}: unreadable line (truncated write?)")
+    return records, problems
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Keep only records up to `last_epoch` (used on resume from that epoch's checkpoint)."""
+    if not (Path(run_dir) / METRICS).exists():
+        return
+    records, _ = read_metrics(run_dir)
+    kept = [r for r in records if r.get("epoch", 0) <= last_epoch]
+    write_text_atomic(Path(run_dir) / METRICS, "".join(dumps(r) + "\n" for r in kept))

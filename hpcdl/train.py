@@ -1,0 +1,347 @@
+"""One training run on 1 or N Horovod ranks (`hpcdl train CONFIG`).
+
+The same code runs as a single process or under horovodrun, mpirun or ``srun --mpi=pmix``:
+- every rank loads the data and takes its shard of each epoch's shuffled order: rank r of n gets
+  positions r, r + n, ... so the n per-rank batches of a step together are exactly the global batch
+  one rank of n x batch_size would see (remainders are dropped so every rank takes equal steps);
+- the initial state (or the checkpoint rank 0 read) is broadcast from rank 0; gradients are averaged
+  by Horovod's DistributedGradientTape; epoch metrics are summed over ranks, so they are exact;
+- rank 0 alone writes the run directory (see hpcdl.rundir) and a checkpoint after every epoch.
+Started again on the same run directory it resumes after the last checkpoint; a run with a
+result.json is not trained again.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcdl import __version__, checkpoint, rundir
+from hpcdl.config import TrainConfig, config_to_dict
+from hpcdl.errors import HpcdlError
+
+
+@dataclass
+class Outcome:
+    """What a run ended with: 'finished' or 'already_finished', its result and (rank-local) model."""
+
+    status: str
+    result: dict[str, Any]
+    model: Any = None
+    rank: int = 0
+    size: int = 1
+
+
+# ---------------------------------------------------------------- helpers
+def shard_batches(n: int, batch: int, rank: int, size: int, seed: int, epoch: int,
+                  max_steps: int | None) -> list[np.ndarray]:
+    """This rank's index batches for one epoch (same global order on every rank)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    steps = n // (batch * size)
+    if max_steps:
+        steps = min(steps, max_steps)
+    mine = order[rank::size]
+    return [mine[i * batch:(i + 1) * batch] for i in range(steps)]
+
+
+def prefetch(batches: list[np.ndarray], take: Callable[[np.ndarray], Any],
+             depth: int = 2) -> Iterator[tuple[Any, float]]:
+    """Yield (take(batch), seconds waited for it) with `depth` batches prepared in a thread."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for idx in batches:
+                if stop.is_set():
+                    return
+                q.put((take(idx), None))
+        except BaseException as err:  # surfaces in the training thread
+            q.put((None, err))
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        for _ in batches:
+            t0 = time.perf_counter()
+            item, err = q.get()
+            if err is not None:
+                raise err
+            yield item, time.perf_counter() - t0
+    finally:
+        stop.set()
+
+
+def classification_summary(confusion: np.ndarray) -> dict[str, Any]:
+    """Overall accuracy, average (per-class) accuracy and Cohen's kappa from a confusion matrix."""
+    total = confusion.sum()
+    support = confusion.sum(axis=1)
+    per_class = np.divide(np.diag(confusion), support, out=np.full(len(support), np.nan),
+                          where=support > 0)
+    overall = float(np.trace(confusion) / total) if total else float("nan")
+    expected = float((support * confusion.sum(axis=0)).sum() / total**2) if total else float("nan")
+    kappa = (overall - expected) / (1 - expected) if expected < 1 else float("nan")
+    return {
+        "overall_accuracy": overall,
+        "average_accuracy": float(np.nanmean(per_class)),
+        "kappa": float(kappa),
+        "per_class_accuracy": [None if math.isnan(v) else float(v) for v in per_class],
+        "confusion_matrix": confusion.astype(int).tolist(),
+    }
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
+            if diff:
+                return diff
+        return None
+    return None if old == new else f"{path}: {old!r} -> {new!r}"
+
+
+def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """A run directory belongs to one config: refuse to resume a different one in it."""
+    stored = run_dir / rundir.CONFIG
+    if not stored.exists():
+        return
+    import yaml
+
+    old = yaml.safe_load(stored.read_text()) or {}
+    new = config_to_dict(config)
+    old.pop("run_dir", None)
+    new.pop("run_dir", None)
+    diff = _first_difference(old, new)
+    if diff:
+        raise HpcdlError(
+            f"{run_dir} holds a run with a different config ({diff}); "
+            "use another --run-dir or delete that folder"
+        )
+
+
+def resolve_run_dir(config: TrainConfig, config_path: str | None, override: str | None) -> Path:
+    """--run-dir, else the config's run_dir, else results/<config file stem>."""
+    if override:
+        return Path(override).resolve()
+    if config.run_dir:
+        return Path(config.run_dir).resolve()
+    return (Path("results") / Path(config_path or "run").stem).resolve()
+
+
+# ---------------------------------------------------------------- the run
+def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] = print) -> Outcome:
+    """Train `config` into `run_dir` on however many Horovod ranks this process belongs to."""
+    from hpcdl import distributed
+    from hpcdl.datasets import prepare
+    from hpcdl.models import build_model
+    from hpcdl.schedules import make_optimizer, make_schedule
+
+    started = time.time()
+    run_dir = Path(run_dir).resolve()
+    ts = config.train
+    ctx = distributed.init(ts.threads, ts.deterministic)
+    tf, hvd = ctx.tf, ctx.hvd
+    say = log if ctx.is_root else (lambda _msg: None)
+
+    def agree(step: Callable[[], Any]) -> Any:
+        """Run `step` on rank 0 and share its value or its error, so no rank waits forever."""
+        value, error = None, None
+        if ctx.is_root:
+            try:
+                value = step()
+            except HpcdlError as err:
+                error = str(err)
+        value, error = hvd.broadcast_object((value, error), root_rank=0) if ctx.size > 1 \
+            else (value, error)
+        if error:
+            raise HpcdlError(error)
+        return value
+
+    def finished_result():
+        check_run_dir(run_dir, config)
+        path = run_dir / rundir.RESULT
+        return rundir.read_json(path) if path.exists() else None
+
+    done = agree(finished_result)
+    if done is not None:
+        say(f"{run_dir}: already finished (result.json present); not training again")
+        return Outcome("already_finished", done, None, ctx.rank, ctx.size)
+
+    # everything that can be wrong with the config fails here, before anything is written
+    tf.keras.utils.set_random_seed(ts.seed)
+    data = prepare(config.data)
+    model = build_model(config.model, data.input_shape, data.n_classes)
+    steps = len(shard_batches(len(data.train), ts.batch_size, 0, ctx.size, ts.seed, 0,
+                              ts.steps_per_epoch))
+    if steps == 0:
+        raise HpcdlError(
+            f"train.batch_size: {ts.batch_size} x {ctx.size} rank(s) is more than the "
+            f"{len(data.train)} training samples"
+        )
+    schedule = make_schedule(tf, ts, ctx.size, steps)
+    optimizer = make_optimizer(tf, ts, schedule)
+    optimizer.build(model.trainable_variables)
+
+    ckpt_dir = run_dir / rundir.CHECKPOINTS
+
+    def open_run_dir():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.write_yaml_atomic(run_dir / rundir.CONFIG,
+                                 {**config_to_dict(config), "run_dir": str(run_dir)})
+        (run_dir / rundir.FAILURE).unlink(missing_ok=True)
+        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0}
+        if (ckpt_dir / "last.h5").exists():
+            attrs = checkpoint.load(ckpt_dir / "last.h5", model, optimizer)
+            state = {k: attrs[k].item() if hasattr(attrs[k], "item") else attrs[k] for k in state}
+        rundir.truncate_metrics(run_dir, state["epoch"])
+        return state
+
+    state = agree(open_run_dir)
+    hvd.broadcast_variables(model.variables, root_rank=0)
+    hvd.broadcast_variables(optimizer.variables, root_rank=0)
+    if state["epoch"]:
+        say(f"resuming {run_dir} after epoch {state['epoch']}")
+    say(f"training {config.model.name} on {config.data.name}: {len(data.train)} train, "
+        f"{len(data.val) if data.val else 0} validation, {len(data.test)} test samples; "
+        f"{ctx.size} rank(s) x batch {ts.batch_size}, {steps} steps/epoch, "
+        f"{model.count_params():,} parameters")
+
+    n_classes = data.n_classes
+    per_sample_loss = _loss_fn(tf, ts.loss, ts.label_smoothing)
+    tape_wrapper = hvd.DistributedGradientTape if ctx.size > 1 else (lambda tape: tape)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            loss = tf.reduce_mean(per_sample_loss(tf.one_hot(y, n_classes), probs))
+            total = loss + tf.add_n(model.losses) if model.losses else loss
+        grads = tape_wrapper(tape).gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
+        return loss * tf.cast(tf.shape(y)[0], tf.float32), correct
+
+    @tf.function(reduce_retracing=True)
+    def predict_step(x):
+        return model(x, training=False)
+
+    def allsum(values: list[float] | np.ndarray) -> np.ndarray:
+        arr = np.asarray(values, dtype=np.float64)
+        if ctx.size == 1:
+            return arr
+        return hvd.allreduce(tf.constant(arr), op=hvd.Sum).numpy()
+
+    def evaluate(split, with_confusion: bool = False) -> tuple[float, float, np.ndarray | None]:
+        idx = np.arange(len(split))[ctx.rank::ctx.size]
+        loss_sum, confusion = 0.0, np.zeros((n_classes, n_classes))
+        for start in range(0, len(idx), ts.eval_batch_size):
+            part = idx[start:start + ts.eval_batch_size]
+            probs = predict_step(tf.constant(split.take(part))).numpy()
+            truth = split.labels[part]
+            loss_sum += float(per_sample_loss(np.eye(n_classes, dtype=np.float32)[truth],
+                                              probs).numpy().sum())
+            confusion += np.bincount(truth * n_classes + probs.argmax(1),
+                                     minlength=n_classes**2).reshape(n_classes, n_classes)
+        sums = allsum([loss_sum, *confusion.ravel()])
+        confusion = sums[1:].reshape(n_classes, n_classes)
+        count = confusion.sum()
+        return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
+
+    def save_checkpoint(name: str, epoch: int) -> None:
+        checkpoint.save(ckpt_dir / name, model, optimizer,
+                        {"epoch": epoch, "best_loss": state["best_loss"],
+                         "best_epoch": state["best_epoch"]})
+
+    for epoch in range(state["epoch"] + 1, ts.epochs + 1):
+        t0 = time.perf_counter()
+        batches = shard_batches(len(data.train), ts.batch_size, ctx.rank, ctx.size, ts.seed,
+                                epoch, ts.steps_per_epoch)
+        sums, waited = [], 0.0
+        for (x, y), wait in prefetch(batches,
+                                     lambda idx: (data.train.take(idx), data.train.labels[idx])):
+            waited += wait
+            sums.append(train_step(tf.constant(x), tf.constant(y)))
+        loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
+        total = allsum([loss_sum, correct, len(batches) * ts.batch_size, waited])
+        train_seconds = time.perf_counter() - t0
+        record = {"epoch": epoch, "loss": total[0] / total[2], "accuracy": total[1] / total[2]}
+        if data.val is not None:
+            record["val_loss"], record["val_accuracy"], _ = evaluate(data.val)
+        epoch_seconds = time.perf_counter() - t0
+        record.update({
+            "lr": float(schedule(optimizer.iterations)),
+            "epoch_seconds": epoch_seconds,
+            "samples_per_second": total[2] / train_seconds,
+            "data_wait_seconds": total[3] / ctx.size,
+            "steps": len(batches), "ranks": ctx.size,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        monitored = record.get("val_loss", record["loss"])
+        improved = monitored < state["best_loss"]
+        if improved:
+            state["best_loss"], state["best_epoch"] = monitored, epoch
+
+        def write_epoch():
+            rundir.append_metrics(run_dir, record)
+            if improved and ts.keep == "best":
+                save_checkpoint("best.h5", epoch)
+            save_checkpoint("last.h5", epoch)
+
+        agree(write_epoch)
+        say(_epoch_line(record, ts.epochs))
+
+    if ts.keep == "best" and state["best_epoch"]:
+        if ctx.is_root:
+            checkpoint.load(ckpt_dir / "best.h5", model, None)
+        hvd.broadcast_variables(model.variables, root_rank=0)
+    test_loss, test_acc, confusion = evaluate(data.test, with_confusion=True)
+    records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
+    result = {
+        "status": "finished",
+        "model": config.model.name, "data": config.data.name,
+        "test_loss": test_loss, "test_accuracy": test_acc,
+        **classification_summary(confusion),
+        "epochs": ts.epochs, "kept": ts.keep,
+        "kept_epoch": state["best_epoch"] if ts.keep == "best" else ts.epochs,
+        "best_epoch": state["best_epoch"], "best_monitored_loss": state["best_loss"],
+        "params": int(model.count_params()), "ranks": ctx.size,
+        "train_samples": len(data.train), "val_samples": len(data.val) if data.val else 0,
+        "test_samples": len(data.test),
+        "train_seconds": float(sum(r.get("epoch_seconds", 0.0) for r in records)),
+        "wall_seconds_last_session": time.time() - started,
+        "versions": {"hpcdl": __version__, "tensorflow": tf.__version__,
+                     "horovod": _horovod_version()},
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    agree(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
+    say(f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
+        f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})")
+    return Outcome("finished", result, model, ctx.rank, ctx.size)
+
+
+def _loss_fn(tf: Any, name: str, smoothing: float) -> Callable[[Any, Any], Any]:
+    """Per-sample loss on one-hot targets and softmax outputs."""
+    if name == "mse":
+        return lambda y, p: tf.reduce_mean(tf.square(tf.cast(y, p.dtype) - p), axis=-1)
+    return lambda y, p: tf.keras.losses.categorical_crossentropy(y, p, label_smoothing=smoothing)
+
+
+def _epoch_line(r: dict[str, Any], epochs: int) -> str:
+    val = f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_loss" in r else ""
+    return (f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
+            f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s")
+
+
+def _horovod_version() -> str:
+    import horovod
+
+    return horovod.__version__
