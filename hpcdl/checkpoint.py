@@ -20,8 +20,10 @@ def save(path: Path, model: Any, optimizer: Any, attrs: dict[str, Any]) -> None:
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            for group, values in (("model", model.get_weights()),
-                                  ("optimizer", [v.numpy() for v in optimizer.variables])):
+            for group, values in (
+                ("model", model.get_weights()),
+                ("optimizer", [v.numpy() for v in optimizer.variables]),
+            ):
                 g = f.create_group(group)
                 for i, value in enumerate(values):
                     g.create_dataset(f"{i:04d}", data=value)

@@ -19,8 +19,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, value in parse_overrides(args.set or []).items():
         set_path(raw, key, value)
     config = parse_config(raw, args.config)
-    train(config, resolve_run_dir(config, args.config, args.run_dir),
-          log=lambda msg: print(msg, flush=True))
+    train(
+        config,
+        resolve_run_dir(config, args.config, args.run_dir),
+        log=lambda msg: print(msg, flush=True),
+    )
     return 0
 
 
@@ -43,23 +46,37 @@ def cmd_info(_args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hpcdl", description="Deep-learning training and sweeps as HPC batch jobs.")
+        prog="hpcdl", description="Deep-learning training and sweeps as HPC batch jobs."
+    )
     parser.add_argument("--version", action="version", version=f"hpcdl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train one config (run it under horovodrun/mpirun/srun for N ranks)")
+    p = sub.add_parser(
+        "train", help="train one config (run it under horovodrun/mpirun/srun for N ranks)"
+    )
     p.add_argument("config", help="training config (YAML)")
-    p.add_argument("--run-dir", help="where logs, checkpoints and results go "
-                   "(default: the config's run_dir, else results/<config name>)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument(
+        "--run-dir",
+        help="where logs, checkpoints and results go "
+        "(default: the config's run_dir, else results/<config name>)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=3 (repeatable)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("data", help="data sets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    f = dsub.add_parser("fetch", help="download and verify data sets (sha256), or check local copies")
+    f = dsub.add_parser(
+        "fetch", help="download and verify data sets (sha256), or check local copies"
+    )
     f.add_argument("datasets", nargs="+", metavar="DATASET", help="mnist, indian-pines")
-    f.add_argument("--data-dir", help="target folder (default: $HPCDL_DATA_DIR or ~/.cache/hpcdl/data)")
+    f.add_argument(
+        "--data-dir", help="target folder (default: $HPCDL_DATA_DIR or ~/.cache/hpcdl/data)"
+    )
     f.add_argument("--all", action="store_true", help="also optional files (220-band Indian Pines)")
     f.set_defaults(func=cmd_data_fetch)
 

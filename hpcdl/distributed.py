@@ -72,7 +72,7 @@ class Context:
 
 
 def cpu_threads(requested: int | None, local_size: int) -> int:
-    """Threads for one rank: requested, else SLURM's CPUs per task, else this rank's share of CPUs."""
+    """Threads for one rank: requested, else SLURM's CPUs per task, else its share of the CPUs."""
     if requested:
         return requested
     if os.environ.get("SLURM_CPUS_PER_TASK"):
@@ -104,5 +104,6 @@ def init(threads: int | None = None, deterministic: bool = True) -> Context:
         tf.config.threading.set_inter_op_parallelism_threads(min(2, used_threads))
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    return Context(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), used_threads, gpu,
-                   tf, hvd)
+    return Context(
+        hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), used_threads, gpu, tf, hvd
+    )

@@ -8,8 +8,9 @@ from hpcdl.config import IndianPines3DCNN, MnistCNN
 from hpcdl.errors import HpcdlError
 
 
-def _dense_head(keras: Any, x: Any, widths: list[int], activation: str, dropout: float,
-                reg: Any, n_classes: int) -> Any:
+def _dense_head(
+    keras: Any, x: Any, widths: list[int], activation: str, dropout: float, reg: Any, n_classes: int
+) -> Any:
     x = keras.layers.Flatten()(x)
     for width in widths:
         x = keras.layers.Dense(width, activation=activation, kernel_regularizer=reg)(x)
@@ -24,15 +25,17 @@ def mnist_cnn(keras: Any, cfg: MnistCNN, input_shape: tuple[int, ...], n_classes
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for filters in cfg.filters:
-        x = keras.layers.Conv2D(filters, cfg.kernel, padding="same", activation=cfg.activation,
-                                kernel_regularizer=reg)(x)
+        x = keras.layers.Conv2D(
+            filters, cfg.kernel, padding="same", activation=cfg.activation, kernel_regularizer=reg
+        )(x)
         x = keras.layers.MaxPooling2D(pool_size=2, strides=2)(x)
     outputs = _dense_head(keras, x, cfg.dense, cfg.activation, cfg.dropout, reg, n_classes)
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
-def indian_pines_3dcnn(keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int, ...],
-                       n_classes: int) -> Any:
+def indian_pines_3dcnn(
+    keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int, ...], n_classes: int
+) -> Any:
     """Conv3D blocks over (window, window, bands, 1): conv -> pool over bands -> pad bands."""
     reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
     inputs = keras.Input(shape=input_shape)
@@ -54,9 +57,15 @@ def indian_pines_3dcnn(keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int
         spatial = "same" if cfg.spatial_padding == "same" else "valid"
         if spatial == "same":  # pad rows/cols only: the band axis stays 'valid' as in the source
             x = keras.layers.ZeroPadding3D(
-                ((kernel[0] // 2, (kernel[0] - 1) // 2), (kernel[1] // 2, (kernel[1] - 1) // 2),
-                 (0, 0)))(x)
-        x = keras.layers.Conv3D(filters, kernel, activation=cfg.activation, kernel_regularizer=reg)(x)
+                (
+                    (kernel[0] // 2, (kernel[0] - 1) // 2),
+                    (kernel[1] // 2, (kernel[1] - 1) // 2),
+                    (0, 0),
+                )
+            )(x)
+        x = keras.layers.Conv3D(filters, kernel, activation=cfg.activation, kernel_regularizer=reg)(
+            x
+        )
         x = keras.layers.MaxPooling3D(pool_size=pool)(x)
         if pad:
             x = keras.layers.ZeroPadding3D(((0, 0), (0, 0), (pad, pad)))(x)
@@ -68,8 +77,9 @@ def indian_pines_3dcnn(keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int
 BUILDERS = {"mnist_cnn": mnist_cnn, "indian_pines_3dcnn": indian_pines_3dcnn}
 
 
-def build_model(cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...],
-                n_classes: int) -> Any:
+def build_model(
+    cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...], n_classes: int
+) -> Any:
     """Build the configured model for the given input shape and number of classes."""
     from hpcdl.distributed import import_tf
 

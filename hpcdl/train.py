@@ -13,6 +13,7 @@ result.json is not trained again.
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -32,7 +33,7 @@ from hpcdl.errors import HpcdlError
 
 @dataclass
 class Outcome:
-    """What a run ended with: 'finished' or 'already_finished', its result and (rank-local) model."""
+    """How a run ended ('finished' or 'already_finished'), its result and this rank's model."""
 
     status: str
     result: dict[str, Any]
@@ -42,19 +43,21 @@ class Outcome:
 
 
 # ---------------------------------------------------------------- helpers
-def shard_batches(n: int, batch: int, rank: int, size: int, seed: int, epoch: int,
-                  max_steps: int | None) -> list[np.ndarray]:
+def shard_batches(
+    n: int, batch: int, rank: int, size: int, seed: int, epoch: int, max_steps: int | None
+) -> list[np.ndarray]:
     """This rank's index batches for one epoch (same global order on every rank)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     steps = n // (batch * size)
     if max_steps:
         steps = min(steps, max_steps)
     mine = order[rank::size]
-    return [mine[i * batch:(i + 1) * batch] for i in range(steps)]
+    return [mine[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
-def prefetch(batches: list[np.ndarray], take: Callable[[np.ndarray], Any],
-             depth: int = 2) -> Iterator[tuple[Any, float]]:
+def prefetch(
+    batches: list[np.ndarray], take: Callable[[np.ndarray], Any], depth: int = 2
+) -> Iterator[tuple[Any, float]]:
     """Yield (take(batch), seconds waited for it) with `depth` batches prepared in a thread."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -85,8 +88,9 @@ def classification_summary(confusion: np.ndarray) -> dict[str, Any]:
     """Overall accuracy, average (per-class) accuracy and Cohen's kappa from a confusion matrix."""
     total = confusion.sum()
     support = confusion.sum(axis=1)
-    per_class = np.divide(np.diag(confusion), support, out=np.full(len(support), np.nan),
-                          where=support > 0)
+    per_class = np.divide(
+        np.diag(confusion), support, out=np.full(len(support), np.nan), where=support > 0
+    )
     overall = float(np.trace(confusion) / total) if total else float("nan")
     expected = float((support * confusion.sum(axis=0)).sum() / total**2) if total else float("nan")
     kappa = (overall - expected) / (1 - expected) if expected < 1 else float("nan")
@@ -160,8 +164,9 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
                 value = step()
             except HpcdlError as err:
                 error = str(err)
-        value, error = hvd.broadcast_object((value, error), root_rank=0) if ctx.size > 1 \
-            else (value, error)
+        value, error = (
+            hvd.broadcast_object((value, error), root_rank=0) if ctx.size > 1 else (value, error)
+        )
         if error:
             raise HpcdlError(error)
         return value
@@ -180,8 +185,9 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     tf.keras.utils.set_random_seed(ts.seed)
     data = prepare(config.data)
     model = build_model(config.model, data.input_shape, data.n_classes)
-    steps = len(shard_batches(len(data.train), ts.batch_size, 0, ctx.size, ts.seed, 0,
-                              ts.steps_per_epoch))
+    steps = len(
+        shard_batches(len(data.train), ts.batch_size, 0, ctx.size, ts.seed, 0, ts.steps_per_epoch)
+    )
     if steps == 0:
         raise HpcdlError(
             f"train.batch_size: {ts.batch_size} x {ctx.size} rank(s) is more than the "
@@ -195,8 +201,9 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
 
     def open_run_dir():
         run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_yaml_atomic(run_dir / rundir.CONFIG,
-                                 {**config_to_dict(config), "run_dir": str(run_dir)})
+        rundir.write_yaml_atomic(
+            run_dir / rundir.CONFIG, {**config_to_dict(config), "run_dir": str(run_dir)}
+        )
         (run_dir / rundir.FAILURE).unlink(missing_ok=True)
         state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0}
         if (ckpt_dir / "last.h5").exists():
@@ -210,10 +217,12 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     hvd.broadcast_variables(optimizer.variables, root_rank=0)
     if state["epoch"]:
         say(f"resuming {run_dir} after epoch {state['epoch']}")
-    say(f"training {config.model.name} on {config.data.name}: {len(data.train)} train, "
+    say(
+        f"training {config.model.name} on {config.data.name}: {len(data.train)} train, "
         f"{len(data.val) if data.val else 0} validation, {len(data.test)} test samples; "
         f"{ctx.size} rank(s) x batch {ts.batch_size}, {steps} steps/epoch, "
-        f"{model.count_params():,} parameters")
+        f"{model.count_params():,} parameters"
+    )
 
     n_classes = data.n_classes
     per_sample_loss = _loss_fn(tf, ts.loss, ts.label_smoothing)
@@ -226,7 +235,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             loss = tf.reduce_mean(per_sample_loss(tf.one_hot(y, n_classes), probs))
             total = loss + tf.add_n(model.losses) if model.losses else loss
         grads = tape_wrapper(tape).gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
         return loss * tf.cast(tf.shape(y)[0], tf.float32), correct
 
@@ -241,33 +250,47 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         return hvd.allreduce(tf.constant(arr), op=hvd.Sum).numpy()
 
     def evaluate(split, with_confusion: bool = False) -> tuple[float, float, np.ndarray | None]:
-        idx = np.arange(len(split))[ctx.rank::ctx.size]
+        idx = np.arange(len(split))[ctx.rank :: ctx.size]
         loss_sum, confusion = 0.0, np.zeros((n_classes, n_classes))
         for start in range(0, len(idx), ts.eval_batch_size):
-            part = idx[start:start + ts.eval_batch_size]
+            part = idx[start : start + ts.eval_batch_size]
             probs = predict_step(tf.constant(split.take(part))).numpy()
             truth = split.labels[part]
-            loss_sum += float(per_sample_loss(np.eye(n_classes, dtype=np.float32)[truth],
-                                              probs).numpy().sum())
-            confusion += np.bincount(truth * n_classes + probs.argmax(1),
-                                     minlength=n_classes**2).reshape(n_classes, n_classes)
+            loss_sum += float(
+                per_sample_loss(np.eye(n_classes, dtype=np.float32)[truth], probs).numpy().sum()
+            )
+            confusion += np.bincount(
+                truth * n_classes + probs.argmax(1), minlength=n_classes**2
+            ).reshape(n_classes, n_classes)
         sums = allsum([loss_sum, *confusion.ravel()])
         confusion = sums[1:].reshape(n_classes, n_classes)
         count = confusion.sum()
         return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
 
     def save_checkpoint(name: str, epoch: int) -> None:
-        checkpoint.save(ckpt_dir / name, model, optimizer,
-                        {"epoch": epoch, "best_loss": state["best_loss"],
-                         "best_epoch": state["best_epoch"]})
+        checkpoint.save(
+            ckpt_dir / name,
+            model,
+            optimizer,
+            {"epoch": epoch, "best_loss": state["best_loss"], "best_epoch": state["best_epoch"]},
+        )
+
+    def write_epoch(record: dict[str, Any], epoch: int, improved: bool) -> None:
+        """Rank 0: the metrics line first, then the checkpoints (resume trims extra lines)."""
+        rundir.append_metrics(run_dir, record)
+        if improved and ts.keep == "best":
+            save_checkpoint("best.h5", epoch)
+        save_checkpoint("last.h5", epoch)
 
     for epoch in range(state["epoch"] + 1, ts.epochs + 1):
         t0 = time.perf_counter()
-        batches = shard_batches(len(data.train), ts.batch_size, ctx.rank, ctx.size, ts.seed,
-                                epoch, ts.steps_per_epoch)
+        batches = shard_batches(
+            len(data.train), ts.batch_size, ctx.rank, ctx.size, ts.seed, epoch, ts.steps_per_epoch
+        )
         sums, waited = [], 0.0
-        for (x, y), wait in prefetch(batches,
-                                     lambda idx: (data.train.take(idx), data.train.labels[idx])):
+        for (x, y), wait in prefetch(
+            batches, lambda idx: (data.train.take(idx), data.train.labels[idx])
+        ):
             waited += wait
             sums.append(train_step(tf.constant(x), tf.constant(y)))
         loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
@@ -277,26 +300,23 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         if data.val is not None:
             record["val_loss"], record["val_accuracy"], _ = evaluate(data.val)
         epoch_seconds = time.perf_counter() - t0
-        record.update({
-            "lr": float(schedule(optimizer.iterations)),
-            "epoch_seconds": epoch_seconds,
-            "samples_per_second": total[2] / train_seconds,
-            "data_wait_seconds": total[3] / ctx.size,
-            "steps": len(batches), "ranks": ctx.size,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        record.update(
+            {
+                "lr": float(schedule(optimizer.iterations)),
+                "epoch_seconds": epoch_seconds,
+                "samples_per_second": total[2] / train_seconds,
+                "data_wait_seconds": total[3] / ctx.size,
+                "steps": len(batches),
+                "ranks": ctx.size,
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
         monitored = record.get("val_loss", record["loss"])
         improved = monitored < state["best_loss"]
         if improved:
             state["best_loss"], state["best_epoch"] = monitored, epoch
 
-        def write_epoch():
-            rundir.append_metrics(run_dir, record)
-            if improved and ts.keep == "best":
-                save_checkpoint("best.h5", epoch)
-            save_checkpoint("last.h5", epoch)
-
-        agree(write_epoch)
+        agree(functools.partial(write_epoch, record, epoch, improved))
         say(_epoch_line(record, ts.epochs))
 
     if ts.keep == "best" and state["best_epoch"]:
@@ -307,24 +327,35 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
     result = {
         "status": "finished",
-        "model": config.model.name, "data": config.data.name,
-        "test_loss": test_loss, "test_accuracy": test_acc,
+        "model": config.model.name,
+        "data": config.data.name,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
         **classification_summary(confusion),
-        "epochs": ts.epochs, "kept": ts.keep,
+        "epochs": ts.epochs,
+        "kept": ts.keep,
         "kept_epoch": state["best_epoch"] if ts.keep == "best" else ts.epochs,
-        "best_epoch": state["best_epoch"], "best_monitored_loss": state["best_loss"],
-        "params": int(model.count_params()), "ranks": ctx.size,
-        "train_samples": len(data.train), "val_samples": len(data.val) if data.val else 0,
+        "best_epoch": state["best_epoch"],
+        "best_monitored_loss": state["best_loss"],
+        "params": int(model.count_params()),
+        "ranks": ctx.size,
+        "train_samples": len(data.train),
+        "val_samples": len(data.val) if data.val else 0,
         "test_samples": len(data.test),
         "train_seconds": float(sum(r.get("epoch_seconds", 0.0) for r in records)),
         "wall_seconds_last_session": time.time() - started,
-        "versions": {"hpcdl": __version__, "tensorflow": tf.__version__,
-                     "horovod": _horovod_version()},
+        "versions": {
+            "hpcdl": __version__,
+            "tensorflow": tf.__version__,
+            "horovod": _horovod_version(),
+        },
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     agree(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
-    say(f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
-        f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})")
+    say(
+        f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
+        f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"
+    )
     return Outcome("finished", result, model, ctx.rank, ctx.size)
 
 
@@ -336,9 +367,13 @@ def _loss_fn(tf: Any, name: str, smoothing: float) -> Callable[[Any, Any], Any]:
 
 
 def _epoch_line(r: dict[str, Any], epochs: int) -> str:
-    val = f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_loss" in r else ""
-    return (f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
-            f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s")
+    val = (
+        f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_loss" in r else ""
+    )
+    return (
+        f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
+        f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s"
+    )
 
 
 def _horovod_version() -> str:

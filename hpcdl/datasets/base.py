@@ -52,8 +52,10 @@ def gather_windows(padded: np.ndarray, coords: np.ndarray, window: int) -> np.nd
     With the cube padded by window // 2, that corner is the centre pixel's unpadded position.
     """
     d = np.arange(window)
-    return padded[coords[:, 0][:, None, None] + d[None, :, None],
-                  coords[:, 1][:, None, None] + d[None, None, :]]
+    return padded[
+        coords[:, 0][:, None, None] + d[None, :, None],
+        coords[:, 1][:, None, None] + d[None, None, :],
+    ]
 
 
 @dataclass

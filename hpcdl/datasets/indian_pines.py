@@ -45,11 +45,15 @@ def load_scene(cfg: IndianPinesData) -> tuple[np.ndarray, np.ndarray]:
     root = data_root(cfg.dir)
     name, key, bands = VARIANTS[cfg.variant]
     cube = read_mat_array(require_file("indian_pines", name, root), key)
-    gt = read_mat_array(require_file("indian_pines", "Indian_pines_gt.mat", root), "indian_pines_gt")
+    gt = read_mat_array(
+        require_file("indian_pines", "Indian_pines_gt.mat", root), "indian_pines_gt"
+    )
     if cube.ndim != 3 or cube.shape[:2] != gt.shape:
         raise HpcdlError(f"indian_pines: cube {cube.shape} does not match ground truth {gt.shape}")
     if cube.shape[2] != bands:
-        log.warning("indian_pines %s cube has %d bands (expected %d)", cfg.variant, cube.shape[2], bands)
+        log.warning(
+            "indian_pines %s cube has %d bands (expected %d)", cfg.variant, cube.shape[2], bands
+        )
     return cube, gt.astype(np.int64)
 
 
@@ -86,8 +90,9 @@ def split_random(labels: np.ndarray, cfg: IndianPinesData) -> tuple[np.ndarray, 
     return train, test
 
 
-def split_blocks(coords: np.ndarray, labels: np.ndarray, cfg: IndianPinesData,
-                 shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def split_blocks(
+    coords: np.ndarray, labels: np.ndarray, cfg: IndianPinesData, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Spatially disjoint split: training pixels come block by block; no test window holds one."""
     rng = np.random.default_rng(cfg.split_seed)
     b = cfg.block_size
@@ -118,14 +123,15 @@ def split_blocks(coords: np.ndarray, labels: np.ndarray, cfg: IndianPinesData,
     near = np.zeros(shape, dtype=bool)
     for dy in range(cfg.window):
         for dx in range(cfg.window):
-            near |= padded[dy: dy + shape[0], dx: dx + shape[1]]
+            near |= padded[dy : dy + shape[0], dx : dx + shape[1]]
     rest = np.setdiff1d(np.arange(len(labels)), train)
     test = rest[~near[coords[rest, 0], coords[rest, 1]]]
     return train, test
 
 
-def split_validation(train: np.ndarray, labels: np.ndarray, fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(
+    train: np.ndarray, labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Move `fraction` of each class's training pixels to a validation set."""
     if fraction <= 0:
         return train, np.array([], dtype=int)
@@ -150,14 +156,20 @@ def cache_root(cfg: IndianPinesData) -> Path:
 def cache_key(cube: np.ndarray, gt: np.ndarray, window: int, border: str) -> str:
     """Everything that changes the patches: cube and labels content, window, border, format."""
     h = hashlib.sha256()
-    for part in (cube.tobytes(), gt.tobytes(), str(cube.shape).encode(), str(cube.dtype).encode(),
-                 f"w{window}-{border}-v{CACHE_FORMAT}".encode()):
+    for part in (
+        cube.tobytes(),
+        gt.tobytes(),
+        str(cube.shape).encode(),
+        str(cube.dtype).encode(),
+        f"w{window}-{border}-v{CACHE_FORMAT}".encode(),
+    ):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:16]
 
 
-def cached_patches(cfg: IndianPinesData, padded: np.ndarray, coords: np.ndarray,
-                   key: str) -> np.ndarray | None:
+def cached_patches(
+    cfg: IndianPinesData, padded: np.ndarray, coords: np.ndarray, key: str
+) -> np.ndarray | None:
     """Patches of all labelled pixels from the HDF5 cache, building it first if needed.
 
     Safe when many array tasks start at once: one builds under an exclusive lock, writes to a
@@ -209,7 +221,9 @@ def prepare(cfg: IndianPinesData) -> Prepared:
         train, test = split_blocks(coords, labels, cfg, gt.shape)
     train, val = split_validation(train, labels, cfg.validation_split, cfg.split_seed)
     if len(test) == 0:
-        raise HpcdlError("data: the split leaves no test pixels; lower train_fraction or block_size")
+        raise HpcdlError(
+            "data: the split leaves no test pixels; lower train_fraction or block_size"
+        )
 
     # statistics of the training pixels' windows (the spectra the model is trained on)
     train_windows = gather_windows(padded, coords[train], cfg.window).astype(np.float64)
@@ -221,8 +235,11 @@ def prepare(cfg: IndianPinesData) -> Prepared:
         scale = np.maximum(train_windows.std(axis=axes), 1e-6).astype(np.float32)
     del train_windows
 
-    patches = cached_patches(cfg, padded, coords, cache_key(cube, gt, cfg.window, cfg.border)) \
-        if cfg.cache else None
+    patches = (
+        cached_patches(cfg, padded, coords, cache_key(cube, gt, cfg.window, cfg.border))
+        if cfg.cache
+        else None
+    )
 
     def part(idx: np.ndarray):
         if patches is not None:
@@ -237,11 +254,15 @@ def prepare(cfg: IndianPinesData) -> Prepared:
         n_classes=n_classes,
         input_shape=(cfg.window, cfg.window, cube.shape[2], 1),
         info={
-            "train": len(train), "val": len(val), "test": len(test),
-            "bands": int(cube.shape[2]), "mean": offset if cfg.normalize == "global" else None,
+            "train": len(train),
+            "val": len(val),
+            "test": len(test),
+            "bands": int(cube.shape[2]),
+            "mean": offset if cfg.normalize == "global" else None,
             "std": scale if cfg.normalize == "global" else None,
             "train_per_class": np.bincount(labels[train], minlength=n_classes).tolist(),
             "test_per_class": np.bincount(labels[test], minlength=n_classes).tolist(),
-            "train_coords": coords[train], "test_coords": coords[test],
+            "train_coords": coords[train],
+            "test_coords": coords[test],
         },
     )

@@ -28,7 +28,9 @@ def read_idx(path: Path) -> np.ndarray:
     expected = 4 + 4 * ndim + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
         raise HpcdlError(f"{path}: truncated IDX file ({len(raw)} bytes, expected {expected})")
-    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(dims).astype(dtype.newbyteorder("="))
+    )
 
 
 def _idx(root: Path, stem: str) -> Path | None:
@@ -36,9 +38,13 @@ def _idx(root: Path, stem: str) -> Path | None:
 
 
 def load_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, y_train, x_test, y_test) as uint8 images and labels, from IDX files or mnist.npz."""
-    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    """(x_train, y_train, x_test, y_test): uint8 images and labels from IDX files or mnist.npz."""
+    stems = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
     paths = [_idx(root, s) for s in stems]
     if all(paths):
         arrays = [read_idx(p) for p in paths]
@@ -56,7 +62,7 @@ def load_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 def prepare(cfg: MnistData) -> Prepared:
-    """Pixels / 255; validation = the last `validation_split` of the training set (as Keras does)."""
+    """Pixels / 255; validation = the last `validation_split` of the training set, as in Keras."""
     x_train, y_train, x_test, y_test = load_arrays(data_root(cfg.dir))
     if cfg.train_subset:
         x_train, y_train = x_train[: cfg.train_subset], y_train[: cfg.train_subset]

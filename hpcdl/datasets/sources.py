@@ -51,25 +51,44 @@ def _mnist(name: str, sha: str) -> DataFile:
 
 FILES: dict[str, tuple[DataFile, ...]] = {
     "mnist": (
-        _mnist("train-images-idx3-ubyte.gz",
-               "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-        _mnist("train-labels-idx1-ubyte.gz",
-               "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-        _mnist("t10k-images-idx3-ubyte.gz",
-               "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-        _mnist("t10k-labels-idx1-ubyte.gz",
-               "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+        _mnist(
+            "train-images-idx3-ubyte.gz",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        _mnist(
+            "train-labels-idx1-ubyte.gz",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        _mnist(
+            "t10k-images-idx3-ubyte.gz",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        _mnist(
+            "t10k-labels-idx1-ubyte.gz",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
     ),
     "indian_pines": (
-        DataFile("Indian_pines_corrected.mat", (_EHU + "6/67/Indian_pines_corrected.mat",),
-                 "36468dd7336c8bd37a80cced54362ea426f226703f3797ba494556fd8134e77f",
-                 "mat:indian_pines_corrected"),
-        DataFile("Indian_pines_gt.mat", (_EHU + "c/c4/Indian_pines_gt.mat",),
-                 "ebf20cfe0bce98f01885f0ab4fd1857925db3ef0a1f1624bbee3ffcb92425103",
-                 "mat:indian_pines_gt"),
+        DataFile(
+            "Indian_pines_corrected.mat",
+            (_EHU + "6/67/Indian_pines_corrected.mat",),
+            "36468dd7336c8bd37a80cced54362ea426f226703f3797ba494556fd8134e77f",
+            "mat:indian_pines_corrected",
+        ),
+        DataFile(
+            "Indian_pines_gt.mat",
+            (_EHU + "c/c4/Indian_pines_gt.mat",),
+            "ebf20cfe0bce98f01885f0ab4fd1857925db3ef0a1f1624bbee3ffcb92425103",
+            "mat:indian_pines_gt",
+        ),
         # the 220-band cube: no checksum is published for its array, so only its shape is checked
-        DataFile("Indian_pines.mat", (_EHU + "2/22/Indian_pines.mat",), None,
-                 "mat:indian_pines", optional=True),
+        DataFile(
+            "Indian_pines.mat",
+            (_EHU + "2/22/Indian_pines.mat",),
+            None,
+            "mat:indian_pines",
+            optional=True,
+        ),
     ),
 }
 MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -120,7 +139,9 @@ def content_sha256(data: bytes, check: str) -> str:
     if check == "bytes":
         return hashlib.sha256(data).hexdigest()
     if check == "gunzip":
-        return hashlib.sha256(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data).hexdigest()
+        return hashlib.sha256(
+            gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        ).hexdigest()
     if check.startswith("mat:"):
         return hashlib.sha256(read_mat_array(io.BytesIO(data), check[4:]).tobytes()).hexdigest()
     raise ValueError(f"unknown check {check!r}")
@@ -145,7 +166,9 @@ def read_mat_array(source, key: str):
     try:
         mat = scipy.io.loadmat(source, variable_names=[key])
     except (ValueError, OSError) as err:
-        raise HpcdlError(f"{getattr(source, 'name', source)}: not a readable .mat file ({err})") from None
+        raise HpcdlError(
+            f"{getattr(source, 'name', source)}: not a readable .mat file ({err})"
+        ) from None
     if key not in mat:
         raise HpcdlError(f"{getattr(source, 'name', source)}: no variable {key!r} in the .mat file")
     return np.ascontiguousarray(mat[key])
@@ -190,7 +213,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def fetch(dataset: str, root: Path, include_optional: bool = False, log=print) -> list[Path]:
-    """Make sure every file of `dataset` is in `root/<dataset>/`, verified; download what is missing.
+    """Make sure every file of `dataset` is in `root/<dataset>/`, verified; download the rest.
 
     Raises HpcdlError naming the file when no source gives a verified copy.
     """
@@ -243,7 +266,9 @@ def _from_tensorly(spec: DataFile, target_dir: Path, log=print) -> Path:
     try:
         import tensorly.datasets as tds
     except ImportError:
-        raise HpcdlError("tensorly not installed (pip install tensorly: it ships Indian Pines)") from None
+        raise HpcdlError(
+            "tensorly not installed (pip install tensorly: it ships Indian Pines)"
+        ) from None
     key = spec.check[4:]
     npy = Path(tds.__file__).parent / "data" / (Path(spec.name).stem + ".npy")
     if not npy.is_file():
@@ -257,4 +282,3 @@ def _from_tensorly(spec: DataFile, target_dir: Path, log=print) -> Path:
     write_atomic(path, buf.getvalue())
     log(f"fetched   {path} (from the tensorly package)")
     return path
-

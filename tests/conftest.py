@@ -1,0 +1,70 @@
+"""Shared test fixtures: the real data sets in ../shared/data and a way to run `hpcdl`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HPCDL_TEST_DATA", ROOT.parent / "shared" / "data")).resolve()
+JOBS = ROOT / "jobs"
+HELPERS = Path(__file__).parent / "helpers"
+
+# Open MPI refuses to run as root without these; CI runs as root.
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.fail(f"test data not found at {SHARED_DATA} (set HPCDL_TEST_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One patch cache for the whole session, so the Indian Pines extraction happens once."""
+    return tmp_path_factory.mktemp("patch-cache")
+
+
+@pytest.fixture
+def env(shared_data, cache_dir, monkeypatch) -> dict[str, str]:
+    """Environment for subprocesses (and this process) pointing at the test data."""
+    values = {
+        "HPCDL_DATA_DIR": str(shared_data),
+        "HPCDL_CACHE_DIR": str(cache_dir),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONUNBUFFERED": "1",
+        **MPI_ENV,
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**os.environ, **values}
+
+
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 600, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command, capturing text output."""
+    return subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT
+    )
+
+
+def hpcdl(*args: str, env: dict[str, str], **kw) -> subprocess.CompletedProcess:
+    """Run the installed `hpcdl` console script (as users do)."""
+    exe = Path(sys.executable).with_name("hpcdl")
+    return run([str(exe), *args], env, **kw)
+
+
+def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """stderr minus TensorFlow/absl start-up noise."""
+    return [line for line in proc.stderr.splitlines() if line.strip() and "hpcdl" in line]

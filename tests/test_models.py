@@ -1,0 +1,63 @@
+"""The source models have the source's shapes and parameter counts."""
+
+from hpcdl.config import IndianPines3DCNN, MnistCNN
+from hpcdl.models import build_model
+
+
+def test_indian_pines_3dcnn_matches_the_source_table_on_220_bands():
+    model = build_model(IndianPines3DCNN(name="indian_pines_3dcnn"), (9, 9, 220, 1), 16)
+    assert model.count_params() == 578_544
+    shapes = [
+        (layer.__class__.__name__, tuple(layer.output_shape[1:]), layer.count_params())
+        for layer in model.layers[1:]
+    ]
+    assert shapes == [
+        ("Conv3D", (7, 7, 216, 48), 2_208),
+        ("MaxPooling3D", (7, 7, 72, 48), 0),
+        ("ZeroPadding3D", (7, 7, 76, 48), 0),
+        ("Conv3D", (5, 5, 72, 32), 69_152),
+        ("MaxPooling3D", (5, 5, 24, 32), 0),
+        ("ZeroPadding3D", (5, 5, 28, 32), 0),
+        ("Conv3D", (3, 3, 24, 32), 46_112),
+        ("MaxPooling3D", (3, 3, 12, 32), 0),
+        ("Flatten", (3456,), 0),
+        ("Dense", (128,), 442_496),
+        ("Dense", (128,), 16_512),
+        ("Dense", (16,), 2_064),
+    ]
+
+
+def test_indian_pines_3dcnn_adapts_to_200_bands_and_other_windows():
+    model = build_model(IndianPines3DCNN(name="indian_pines_3dcnn"), (9, 9, 200, 1), 16)
+    assert model.layers[-4].output_shape[1:] == (2880,)  # 3 x 3 x 10 x 32
+    small = build_model(
+        IndianPines3DCNN(name="indian_pines_3dcnn", spatial_padding="same"), (5, 5, 200, 1), 16
+    )
+    assert small.output_shape == (None, 16)
+    wide = build_model(IndianPines3DCNN(name="indian_pines_3dcnn"), (11, 11, 200, 1), 16)
+    assert wide.layers[-4].output_shape[1:] == (5 * 5 * 10 * 32,)
+
+
+def test_too_small_window_is_a_clear_error():
+    import pytest
+
+    from hpcdl.errors import HpcdlError
+
+    with pytest.raises(HpcdlError, match="data.window"):
+        build_model(IndianPines3DCNN(name="indian_pines_3dcnn"), (5, 5, 200, 1), 16)
+
+
+def test_mnist_cnn_is_the_source_lenet():
+    model = build_model(MnistCNN(name="mnist_cnn"), (28, 28, 1), 10)
+    # conv 5*5*1*20+20, conv 5*5*20*50+50, dense 2450*500+500, dense 500*10+10
+    assert model.count_params() == 520 + 25_050 + 1_225_500 + 5_010
+    kinds = [layer.__class__.__name__ for layer in model.layers[1:]]
+    assert kinds == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]

@@ -1,0 +1,180 @@
+"""`hpcdl train` on one process: it learns, resumes after a crash, refuses bad configs."""
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import HELPERS, JOBS, hpcdl, run
+
+MNIST = str(JOBS / "mnist_cnn.yaml")
+IP = str(JOBS / "indian_pines_3dcnn.yaml")
+# a few thousand MNIST images: seconds per epoch on 2 cores
+SMALL_MNIST = ["--set", "data.train_subset=3000", "--set", "data.test_subset=1000"]
+SMALL_IP = [
+    "--set",
+    "model.filters=[8,8,8]",
+    "--set",
+    "model.dense=[64]",
+    "--set",
+    "train.optimizer=adam",
+    "--set",
+    "train.lr=0.003",
+    "--set",
+    "train.loss=categorical_crossentropy",
+    "--set",
+    "train.batch_size=32",
+]
+
+
+def weights(run_dir):
+    with h5py.File(run_dir / "checkpoints" / "last.h5") as f:
+        return [f["model"][k][()] for k in sorted(f["model"])]
+
+
+def error_line(proc) -> str:
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("hpcdl:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_mnist_learns_and_writes_the_run_directory(env, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = hpcdl(
+        "train", MNIST, "--run-dir", str(run_dir), "--set", "train.epochs=3", *SMALL_MNIST, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["test_accuracy"] > 0.85  # chance is 0.1
+    assert result["test_samples"] == 1000 and result["ranks"] == 1
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    for key in (
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "epoch_seconds",
+        "samples_per_second",
+    ):
+        assert all(np.isfinite(r[key]) for r in lines), key
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.h5").exists()
+
+
+@pytest.mark.slow
+def test_indian_pines_learns(env, tmp_path):
+    run_dir = tmp_path / "ip"
+    proc = hpcdl(
+        "train", IP, "--run-dir", str(run_dir), "--set", "train.epochs=6", *SMALL_IP, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    # the largest class is 24% of the test pixels; 16 classes
+    assert result["overall_accuracy"] > 0.45
+    assert result["kappa"] > 0.3
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.shape == (16, 16) and matrix.sum() == result["test_samples"] == 9224
+    assert len(result["per_class_accuracy"]) == 16
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_end(env, tmp_path):
+    args = ["train.epochs=3", "data.train_subset=1200", "data.test_subset=500"]
+    straight = tmp_path / "straight"
+    proc = hpcdl(
+        "train", MNIST, "--run-dir", str(straight), *sum((["--set", a] for a in args), []), env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    crashed = tmp_path / "crashed"
+    proc = run(
+        [sys.executable, str(HELPERS / "die_after_epoch.py"), MNIST, str(crashed), "2", *args], env
+    )
+    assert proc.returncode == -9  # SIGKILL
+    assert not (crashed / "result.json").exists()
+    assert len((crashed / "metrics.jsonl").read_text().splitlines()) == 2
+
+    proc = hpcdl(
+        "train", MNIST, "--run-dir", str(crashed), *sum((["--set", a] for a in args), []), env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stdout and "after epoch 2" in proc.stdout
+    assert proc.stdout.count("epoch 3/3") == 1 and "epoch 1/3" not in proc.stdout
+    for a, b in zip(weights(straight), weights(crashed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    drop = ("epoch_seconds", "samples_per_second", "data_wait_seconds", "time")
+    lines = [
+        [
+            {k: v for k, v in json.loads(x).items() if k not in drop}
+            for x in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        for d in (straight, crashed)
+    ]
+    assert lines[0] == lines[1]
+    results = [json.loads((d / "result.json").read_text()) for d in (straight, crashed)]
+    assert results[0]["test_loss"] == results[1]["test_loss"]
+
+    # a finished run is not trained again, and its result stays as it was
+    before = (crashed / "result.json").read_bytes()
+    proc = hpcdl(
+        "train", MNIST, "--run-dir", str(crashed), *sum((["--set", a] for a in args), []), env=env
+    )
+    assert proc.returncode == 0 and "already finished" in proc.stdout
+    assert "epoch 1/" not in proc.stdout
+    assert (crashed / "result.json").read_bytes() == before
+
+
+def test_changed_config_in_used_run_dir_is_refused(env, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(
+        "model: {name: mnist_cnn}\ndata: {name: mnist}\ntrain: {lr: 0.5}\n"
+    )
+    proc = hpcdl("train", MNIST, "--run-dir", str(run_dir), env=env)
+    assert proc.returncode == 2
+    assert "different config" in error_line(proc)
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["model.name=vgg16"], "model"),
+        (["data.window=8"], "window must be odd"),
+        (["data.window=151"], "larger than the image"),
+        (["train.batch_size=100000"], "train.batch_size"),
+    ],
+)
+def test_bad_config_fails_before_writing_anything(env, tmp_path, overrides, needle):
+    run_dir = tmp_path / "run"
+    proc = hpcdl(
+        "train", IP, "--run-dir", str(run_dir), *sum((["--set", o] for o in overrides), []), env=env
+    )
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert line.startswith("hpcdl: error:") and needle in line
+    assert not run_dir.exists()
+
+
+def test_missing_data_file_names_it(env, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = hpcdl(
+        "train",
+        IP,
+        "--run-dir",
+        str(run_dir),
+        env={**env, "HPCDL_DATA_DIR": str(tmp_path / "empty")},
+    )
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "Indian_pines_corrected.mat not found" in line and "hpcdl data fetch" in line
+    assert not run_dir.exists()
+
+
+def test_missing_config_file(env, tmp_path):
+    proc = hpcdl("train", str(tmp_path / "nope.yaml"), env=env)
+    assert proc.returncode == 2 and "no such file" in error_line(proc)
