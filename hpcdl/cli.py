@@ -37,6 +37,51 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from hpcdl import sweep
+
+    if args.dry_run:
+        from pathlib import Path
+
+        spec, _base, points = sweep.plan(args.spec, args.backend)
+        print(sweep.describe(spec, points, (Path(spec.results_dir) / spec.name).resolve()))
+        return 0
+    sweep.create(args.spec, args.backend, out=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from hpcdl import sweep
+    from hpcdl.manifest import load_manifest
+
+    manifest = load_manifest(args.sweep)
+    print(sweep.format_status(manifest, sweep.statuses(manifest), args.all))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from hpcdl import sweep
+    from hpcdl.manifest import load_manifest
+
+    sweep.cancel(load_manifest(args.sweep))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from hpcdl import sweep
+    from hpcdl.manifest import load_manifest
+
+    sweep.resume(load_manifest(args.sweep), out=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from hpcdl.collect import collect
+
+    collect(args.sweep)
+    return 0
+
+
 def cmd_info(_args: argparse.Namespace) -> int:
     from hpcdl.distributed import check_horovod
 
@@ -79,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--all", action="store_true", help="also optional files (220-band Indian Pines)")
     f.set_defaults(func=cmd_data_fetch)
+
+    p = sub.add_parser("sweep", help="expand a job spec into points and submit (or run) them")
+    p.add_argument("spec", help="sweep spec (YAML, see jobs/)")
+    p.add_argument("--backend", choices=["local", "slurm", "pbs"], help="override the spec's")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the points and the job script; write and submit nothing",
+    )
+    p.set_defaults(func=cmd_sweep)
+
+    for name, func, text in (
+        ("status", cmd_status, "state of every point (one scheduler query)"),
+        ("cancel", cmd_cancel, "cancel all of a sweep's jobs"),
+        ("resume", cmd_resume, "resubmit missing, failed, cancelled and timed-out points"),
+        ("collect", cmd_collect, "gather run directories and accounting into summary tables"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("sweep", help="the sweep's results folder (e.g. results/NAME)")
+        if name == "status":
+            p.add_argument("--all", action="store_true", help="list finished points too")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("info", help="check the TensorFlow + Horovod stack")
     p.set_defaults(func=cmd_info)

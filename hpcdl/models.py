@@ -37,25 +37,14 @@ def indian_pines_3dcnn(
     keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int, ...], n_classes: int
 ) -> Any:
     """Conv3D blocks over (window, window, bands, 1): conv -> pool over bands -> pad bands."""
+    check_fits(cfg, input_shape)
     reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
     inputs = keras.Input(shape=input_shape)
     x = inputs
-    shape = list(input_shape[:3])
-    for i, (filters, kernel, pool, pad) in enumerate(
-        zip(cfg.filters, cfg.kernels, cfg.pools, cfg.band_padding, strict=True)
+    for kernel, filters, pool, pad in zip(
+        cfg.kernels, cfg.filters, cfg.pools, cfg.band_padding, strict=True
     ):
-        if cfg.spatial_padding == "valid":
-            shape = [s - k + 1 for s, k in zip(shape[:2], kernel[:2], strict=True)] + [shape[2]]
-        shape[2] = shape[2] - kernel[2] + 1
-        shape = [s // p for s, p in zip(shape, pool, strict=True)]
-        if min(shape) < 1:
-            raise HpcdlError(
-                f"model: indian_pines_3dcnn does not fit input {tuple(input_shape[:3])}: after "
-                f"convolution {i + 1} the feature map would be empty; use a larger data.window, "
-                "spatial_padding: same, or smaller kernels/pools"
-            )
-        spatial = "same" if cfg.spatial_padding == "same" else "valid"
-        if spatial == "same":  # pad rows/cols only: the band axis stays 'valid' as in the source
+        if cfg.spatial_padding == "same":  # rows/cols only: the band axis stays 'valid'
             x = keras.layers.ZeroPadding3D(
                 (
                     (kernel[0] // 2, (kernel[0] - 1) // 2),
@@ -69,9 +58,32 @@ def indian_pines_3dcnn(
         x = keras.layers.MaxPooling3D(pool_size=pool)(x)
         if pad:
             x = keras.layers.ZeroPadding3D(((0, 0), (0, 0), (pad, pad)))(x)
-            shape[2] += 2 * pad
     outputs = _dense_head(keras, x, cfg.dense, cfg.activation, cfg.dropout, reg, n_classes)
     return keras.Model(inputs, outputs, name="indian_pines_3dcnn")
+
+
+def check_fits(cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...]) -> None:
+    """Raise HpcdlError when the model's feature maps would vanish for this input shape.
+
+    Pure arithmetic (no TensorFlow), so sweeps can check every point before submitting it.
+    """
+    if cfg.name != "indian_pines_3dcnn":
+        return
+    shape = list(input_shape[:3])
+    for i, (kernel, pool, pad) in enumerate(
+        zip(cfg.kernels, cfg.pools, cfg.band_padding, strict=True)
+    ):
+        if cfg.spatial_padding == "valid":
+            shape = [shape[0] - kernel[0] + 1, shape[1] - kernel[1] + 1, shape[2]]
+        shape[2] = shape[2] - kernel[2] + 1
+        shape = [s // p for s, p in zip(shape, pool, strict=True)]
+        if min(shape) < 1:
+            raise HpcdlError(
+                f"model: indian_pines_3dcnn does not fit input {tuple(input_shape[:3])}: after "
+                f"convolution {i + 1} the feature map would be empty; use a larger data.window, "
+                "spatial_padding: same, or smaller kernels/pools"
+            )
+        shape[2] += 2 * pad
 
 
 BUILDERS = {"mnist_cnn": mnist_cnn, "indian_pines_3dcnn": indian_pines_3dcnn}

@@ -14,3 +14,15 @@ def prepare(cfg) -> Prepared:
     from hpcdl.datasets import indian_pines
 
     return indian_pines.prepare(cfg)
+
+
+def expected_input_shape(cfg) -> tuple[int, ...]:
+    """The model input shape a data config will produce, known without reading the data."""
+    if cfg.name == "mnist":
+        return (28, 28, 1)
+    from hpcdl.datasets.indian_pines import SCENE_SHAPE, VARIANTS
+    from hpcdl.errors import HpcdlError
+
+    if cfg.window > min(SCENE_SHAPE):
+        raise HpcdlError(f"data.window: {cfg.window} is larger than the image {SCENE_SHAPE}")
+    return (cfg.window, cfg.window, VARIANTS[cfg.variant][2], 1)

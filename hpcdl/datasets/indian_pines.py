@@ -34,6 +34,7 @@ from hpcdl.errors import HpcdlError
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+SCENE_SHAPE = (145, 145)  # rows, columns of the AVIRIS Indian Pines scene
 VARIANTS = {  # variant: (file, key, bands)
     "corrected": ("Indian_pines_corrected.mat", "indian_pines_corrected", 200),
     "uncorrected": ("Indian_pines.mat", "indian_pines", 220),

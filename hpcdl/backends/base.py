@@ -1,0 +1,158 @@
+"""What every scheduler backend provides, and the shared job-script template."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import resources as pkg_resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from hpcdl.errors import HpcdlError
+from hpcdl.shell import quote
+from hpcdl.spec import Resources
+
+calls: list[list[str]] = []  # every scheduler command run by this process (benchmarks read it)
+
+
+def run_scheduler(
+    cmd: list[str], what: str, cwd: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run one scheduler command; a failure is a one-line error with the scheduler's message."""
+    calls.append(cmd)
+    if os.environ.get("HPCDL_SCHEDULER_LOG"):
+        with open(os.environ["HPCDL_SCHEDULER_LOG"], "a") as f:
+            f.write(" ".join(quote(c) for c in cmd) + "\n")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
+    except FileNotFoundError:
+        raise HpcdlError(
+            f"{what}: {cmd[0]} not found; is this a login node of the cluster?"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise HpcdlError(f"{what}: {cmd[0]} did not answer within 120 s") from None
+    if check and proc.returncode != 0:
+        message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+        raise HpcdlError(f"{what} failed: {' '.join(message.split())}")
+    return proc
+
+
+@dataclass
+class JobRecord:
+    """What the scheduler says about one job or array task."""
+
+    state: str  # normalised: PENDING RUNNING COMPLETED FAILED TIMEOUT CANCELLED OUT_OF_MEMORY ...
+    exit_code: int | None = None
+    elapsed_seconds: float | None = None
+    start: str | None = None
+    end: str | None = None
+    cpus: int | None = None
+    gpus: int | None = None
+    max_rss: str | None = None
+    node: str | None = None
+    raw_state: str = ""
+
+
+@dataclass
+class ScriptJob:
+    """Everything a job script needs to be rendered."""
+
+    kind: str  # "array" | "collect"
+    sweep: str
+    sweep_dir: Path
+    job_name: str
+    resources: Resources
+    count: int = 1  # array size
+    throttle: int | None = None
+    points_file: Path | None = None
+    log_dir: Path | None = None
+    setup: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
+    launcher: str = "auto"
+    requeue: int = 0
+
+
+class Backend:
+    """Base class: render a script from directives + the shared template; submit; query; cancel."""
+
+    name = "base"
+    index_expr = "0"
+    job_id_expr = "local"
+    template_name = "job.sh.j2"
+
+    def directives(self, job: ScriptJob) -> list[str]:
+        return []
+
+    def launch(self, job: ScriptJob) -> str:
+        """The command prefix that starts `ranks` processes ('' for one)."""
+        return ""
+
+    def render(self, job: ScriptJob, template: str | None = None, created: str = "") -> str:
+        env = jinja2.Environment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+        )
+        env.filters["q"] = quote
+        if template:
+            try:
+                text = Path(template).read_text()
+            except OSError as err:
+                raise HpcdlError(
+                    f"scheduler.template: cannot read {template} ({err.strerror})"
+                ) from None
+        else:
+            text = (pkg_resources.files("hpcdl") / "templates" / self.template_name).read_text()
+        try:
+            return env.from_string(text).render(
+                backend=self.name,
+                sweep=job.sweep,
+                kind=job.kind,
+                created=created,
+                what=(
+                    "collect after the arrays"
+                    if job.kind == "collect"
+                    else f"array of {job.count} point(s)"
+                ),
+                directives=self.directives(job),
+                index_expr=self.index_expr,
+                job_id_expr=self.job_id_expr,
+                points_file=job.points_file,
+                sweep_dir=job.sweep_dir,
+                python=sys.executable,
+                env=job.env or {},
+                setup=list(job.setup),
+                launch=self.launch(job) if job.kind == "array" else "",
+                ranks=job.resources.ranks,
+                resources=job.resources,
+            )
+        except jinja2.TemplateError as err:
+            raise HpcdlError(f"job template: {err}") from None
+
+    # --- scheduler operations (cluster backends override) ---
+    def max_array_size(self) -> int:
+        return 1_000_000
+
+    def submit(self, script: Path, job: ScriptJob, depend: list[str] | None = None) -> str:
+        raise NotImplementedError
+
+    def query(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """States of all given jobs (keys 'ID' and 'ID_INDEX') in as few calls as possible."""
+        raise NotImplementedError
+
+    def cancel(self, job_ids: list[str]) -> None:
+        raise NotImplementedError
+
+
+def horovod_hosts_expr(nodes_cmd: str, per_node: int) -> str:
+    """Shell that builds horovodrun's -H list (host:slots,...) from a command printing hosts."""
+    return f"$({nodes_cmd} | sort -u | sed 's/$/:{per_node}/' | paste -sd, -)"
+
+
+def as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,168 @@
+"""The embedded backend: runs the points on this machine, `max_concurrent` at a time.
+
+Each point runs the same rendered job script a cluster would (index as $1), under horovodrun
+for several ranks. State per point goes to <run_dir>/local.json. The time limit is enforced
+(SIGTERM, then SIGKILL: state TIMEOUT); Ctrl-C stops every running point (state CANCELLED).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hpcdl import rundir
+from hpcdl.backends.base import Backend, JobRecord, ScriptJob
+from hpcdl.manifest import now
+
+STATE_FILE = "local.json"
+GRACE_SECONDS = 20
+
+
+class Local(Backend):
+    name = "local"
+    index_expr = "${1:?usage: job.sh ARRAY_INDEX}"
+    job_id_expr = "local-$$"
+
+    def launch(self, job: ScriptJob) -> str:
+        n = job.resources.ranks
+        if n == 1:
+            return ""
+        if job.launcher == "mpirun":
+            return f"mpirun -np {n} --bind-to none "
+        return f"horovodrun -np {n} -H localhost:{n} --gloo "
+
+    def run(
+        self,
+        script: Path,
+        run_dirs: list[Path],
+        max_concurrent: int,
+        time_limit: int,
+        log_dir: Path,
+        progress: Callable[[str], None] = print,
+    ) -> dict[int, str]:
+        """Run every array index of `script`; return index -> final state."""
+        pending = list(range(len(run_dirs)))
+        running: dict[int, tuple[subprocess.Popen, float]] = {}
+        states: dict[int, str] = {}
+        total = len(run_dirs)
+
+        def start(index: int) -> None:
+            out = open(log_dir / f"local-{index}.out", "ab")  # noqa: SIM115 (child inherits it)
+            proc = subprocess.Popen(
+                ["bash", str(script), str(index)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            out.close()
+            running[index] = (proc, time.monotonic())
+            write_state(run_dirs[index], "RUNNING", pid=proc.pid)
+
+        def stop(index: int, state: str) -> None:
+            proc, _ = running[index]
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            except ProcessLookupError:
+                pass
+            finish(index, state, proc.returncode)
+
+        def finish(index: int, state: str, code: int | None) -> None:
+            running.pop(index, None)
+            states[index] = state
+            write_state(run_dirs[index], state, exit_code=code, ended=True)
+            done = sum(1 for s in states.values() if s == "COMPLETED")
+            progress(
+                f"[{len(states)}/{total}] {state.lower():9s} {run_dirs[index].name} "
+                f"(exit {code}) | completed {done}, running {len(running)}, "
+                f"waiting {len(pending)}"
+            )
+
+        try:
+            while pending or running:
+                while pending and len(running) < max_concurrent:
+                    start(pending.pop(0))
+                for index, (proc, started) in list(running.items()):
+                    code = proc.poll()
+                    if code is not None:
+                        finish(index, "COMPLETED" if code == 0 else "FAILED", code)
+                    elif time.monotonic() - started > time_limit:
+                        stop(index, "TIMEOUT")
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            progress(f"interrupted: stopping {len(running)} running point(s)")
+            for index in list(running):
+                stop(index, "CANCELLED")
+            for index in pending:
+                states[index] = "CANCELLED"
+            raise
+        return states
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_state(
+    run_dir: Path,
+    state: str,
+    pid: int | None = None,
+    exit_code: int | None = None,
+    ended: bool = False,
+) -> None:
+    path = run_dir / STATE_FILE
+    old = rundir.read_json(path) if path.exists() else {}
+    record = {**old, "state": state, "host": socket.gethostname()}
+    if pid is not None:
+        record.update(pid=pid, started=now(), exit_code=None, ended=None)
+    if ended:
+        record.update(exit_code=exit_code, ended=now())
+    rundir.write_json_atomic(path, record)
+
+
+def read_state(run_dir: Path) -> JobRecord | None:
+    """The local backend's record of a point; a RUNNING one whose process is gone is LOST."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        data = rundir.read_json(path)
+    except ValueError:
+        return None
+    state = data.get("state", "UNKNOWN")
+    pid = data.get("pid")
+    if state == "RUNNING" and data.get("host") == socket.gethostname():
+        if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
+            state = "LOST"
+    elapsed = None
+    if data.get("started"):
+        end = (
+            datetime.fromisoformat(data["ended"])
+            if data.get("ended")
+            else datetime.now(timezone.utc)
+        )
+        elapsed = (end - datetime.fromisoformat(data["started"])).total_seconds()
+    return JobRecord(
+        state=state,
+        raw_state=data.get("state", ""),
+        exit_code=data.get("exit_code"),
+        start=data.get("started"),
+        end=data.get("ended"),
+        elapsed_seconds=elapsed,
+        node=data.get("host"),
+    )

@@ -1,0 +1,158 @@
+"""Collect a sweep into tables: one row per point, and the per-epoch curves.
+
+    <sweep>/summary.csv, summary.parquet   one row per point (settings, metrics, state, cost)
+    <sweep>/curves.csv, curves.parquet     one row per point and epoch
+
+Reads only files (run directories, the manifest) plus ONE scheduler accounting query, so it runs
+from a login node, as the dependent job after the arrays, or on any machine that sees the folder.
+Damaged runs (truncated metrics, missing result.json, NaN losses) get a state and a reason and a
+warning; no row is ever dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hpcdl import rundir
+from hpcdl.manifest import Manifest, load_manifest
+from hpcdl.sweep import ACTIVE_STATES, statuses
+
+SUMMARY = "summary"
+CURVES = "curves"
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def point_row(entry, status, record) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """The summary row, the curve rows and the warnings of one point."""
+    run_dir = Path(entry.run_dir)
+    problems: list[str] = []
+    row: dict[str, Any] = {
+        "point": entry.id,
+        "state": status.state,
+        "reason": status.reason,
+        "job": status.job,
+    }
+    row.update(
+        {f"hp.{k}": v if not isinstance(v, list) else str(v) for k, v in entry.overrides.items()}
+    )
+    records, bad_lines = rundir.read_metrics(run_dir)
+    problems += bad_lines
+    curves = [
+        {"point": entry.id, **{k: v for k, v in r.items() if not isinstance(v, list)}}
+        for r in records
+    ]
+    row["epochs_done"] = max((r.get("epoch", 0) for r in records), default=0)
+    if records:
+        last = records[-1]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_second"):
+            row[f"final_{key}"] = _finite(last.get(key))
+        vals = [_finite(r.get("val_accuracy")) for r in records]
+        vals = [v for v in vals if v is not None]
+        row["best_val_accuracy"] = max(vals) if vals else None
+        row["train_seconds"] = sum(_finite(r.get("epoch_seconds")) or 0.0 for r in records)
+        if any(_finite(r.get("loss")) is None for r in records):
+            problems.append(f"{run_dir}: NaN or infinite loss")
+            if row["state"] != "FINISHED":
+                row["state"], row["reason"] = "FAILED", "loss became NaN"
+    result_path = run_dir / rundir.RESULT
+    if result_path.exists():
+        try:
+            result = rundir.read_json(result_path)
+        except ValueError:
+            result = {}
+            problems.append(f"{result_path}: unreadable")
+            row["state"], row["reason"] = "FAILED", "result.json unreadable"
+        for key in (
+            "test_loss",
+            "test_accuracy",
+            "overall_accuracy",
+            "average_accuracy",
+            "kappa",
+            "params",
+            "ranks",
+            "train_samples",
+            "test_samples",
+            "best_epoch",
+        ):
+            if key in result:
+                row[key] = result[key]
+    elif status.state == "FINISHED":
+        problems.append(f"{run_dir}: no result.json")
+    if record is not None:
+        row["scheduler_state"] = record.raw_state or record.state
+        row["exit_code"] = record.exit_code
+        row["elapsed_seconds"] = record.elapsed_seconds
+        row["alloc_cpus"] = record.cpus
+        row["alloc_gpus"] = record.gpus
+        row["max_rss"] = record.max_rss
+        hours = (record.elapsed_seconds or 0) / 3600
+        row["cpu_hours"] = hours * (record.cpus or 0)
+        row["gpu_hours"] = hours * (record.gpus or 0)
+    return row, curves, problems
+
+
+def collect(sweep: str | Path, out: Callable[[str], None] = print) -> pd.DataFrame:
+    """Build and write the sweep's summary and curves tables; returns the summary."""
+    manifest: Manifest = load_manifest(sweep)
+    states = {s.id: s for s in statuses(manifest)}
+    records = _accounting(manifest, states)
+    rows, curves, problems = [], [], []
+    for entry in manifest.points:
+        row, point_curves, point_problems = point_row(
+            entry, states[entry.id], records.get(states[entry.id].job or "")
+        )
+        rows.append(row)
+        curves += point_curves
+        problems += point_problems
+    summary = pd.DataFrame(rows)
+    running = int(summary["state"].isin(ACTIVE_STATES).sum())
+    summary.attrs["partial"] = running > 0
+    sweep_dir = Path(manifest.sweep_dir)
+    write_table(summary, sweep_dir / SUMMARY)
+    write_table(pd.DataFrame(curves), sweep_dir / CURVES)
+    for problem in problems:
+        warnings.warn(problem, stacklevel=2)
+    note = f" (partial: {running} point(s) still pending or running)" if running else ""
+    out(f"collected {len(summary)} point(s) into {sweep_dir / SUMMARY}.csv{note}")
+    return summary
+
+
+def _accounting(manifest: Manifest, states) -> dict[str, Any]:
+    """Scheduler records (elapsed, CPUs, GPUs, memory) for every array task: one query."""
+    if manifest.backend == "local":
+        from hpcdl.backends.local import read_state
+
+        return {s.job: read_state(Path(s.run_dir)) for s in states.values() if s.job}
+    from hpcdl.backends import get_backend
+
+    ids = sorted({s.job_id for s in manifest.submissions if s.job_id and s.kind == "array"})
+    runner = get_backend(manifest.backend, manifest.spec["scheduler"]["flavor"])
+    return runner.query(ids) if ids else {}
+
+
+def write_table(df: pd.DataFrame, stem: Path) -> None:
+    """Write <stem>.csv and <stem>.parquet atomically (a reader never sees half a table)."""
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    rundir.write_text_atomic(stem.with_suffix(".csv"), buf.getvalue())
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return
+    tmp = stem.with_name(f".{stem.name}.parquet.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(stem.with_suffix(".parquet"))

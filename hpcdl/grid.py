@@ -1,0 +1,106 @@
+"""Expand a sweep spec into points: deterministic order, stable ids, every config validated."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hpcdl.config import TrainConfig, config_to_dict, parse_config, set_path
+from hpcdl.errors import HpcdlError
+from hpcdl.spec import RangeSpec, SweepSpec
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: the values it sets and its validated config."""
+
+    id: str
+    overrides: dict[str, Any]
+    config: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.overrides.items()) or "(base)"
+
+
+def get_path(raw: dict[str, Any], dotted: str, default: Any = _MISSING) -> Any:
+    node: Any = raw
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return default
+        node = node[key]
+    return node
+
+
+def point_id(config: TrainConfig, overrides: dict[str, Any]) -> str:
+    """Readable prefix from the varied values + a hash of the whole resolved config."""
+    resolved = config_to_dict(config)
+    resolved.pop("run_dir", None)
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+    parts = [f"{k.rsplit('.', 1)[-1]}{_short(v)}" for k, v in overrides.items()]
+    slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(parts)).strip("_")[:60].rstrip("_")
+    return f"{slug}-{digest}" if slug else digest
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "x".join(_short(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _axes(spec: SweepSpec) -> list[list[dict[str, Any]]]:
+    """Each axis is a list of override dicts; the points are their cartesian product."""
+    axes = []
+    for key, values in spec.grid.items():
+        vals = values.values() if isinstance(values, RangeSpec) else values
+        axes.append([{key: v} for v in vals])
+    for group in spec.zip:
+        n = len(next(iter(group.values())))
+        axes.append([{k: vals[i] for k, vals in group.items()} for i in range(n)])
+    return axes
+
+
+def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[Point]:
+    """All points of the sweep, validated; raises HpcdlError naming the first bad point."""
+    from hpcdl.datasets import expected_input_shape
+    from hpcdl.models import check_fits
+
+    combos = [
+        dict(itertools.chain.from_iterable(d.items() for d in combo))
+        for combo in itertools.product(*_axes(spec))
+    ]
+    combos += [dict(extra) for extra in spec.include]
+    if spec.seeds is not None:
+        combos = [{**c, "train.seed": s} for c in combos for s in spec.seeds]
+
+    points: list[Point] = []
+    seen: set[str] = set()
+    for overrides in combos:
+        raw = copy.deepcopy(base)
+        raw.pop("run_dir", None)
+        for key, value in overrides.items():
+            set_path(raw, key, value)
+        if any(all(get_path(raw, k) == v for k, v in rule.items()) for rule in spec.exclude):
+            continue
+        where = f"{source}: point {' '.join(f'{k}={v}' for k, v in overrides.items()) or 'base'}"
+        config = parse_config(raw, where)
+        try:
+            check_fits(config.model, expected_input_shape(config.data))
+        except HpcdlError as err:
+            raise HpcdlError(f"{where}: {err}") from None
+        pid = point_id(config, overrides)
+        if pid not in seen:
+            seen.add(pid)
+            points.append(Point(pid, overrides, config))
+    if not points:
+        raise HpcdlError(f"{source}: the grid is empty (exclude rules remove every point)")
+    return points

@@ -1,0 +1,235 @@
+"""Sweep specs (YAML in jobs/): a base training config, a grid around it, and the resources of
+every run. Validated as a whole before anything is written or submitted.
+
+    name: mnist_lr                 # results go to <results_dir>/<name>/
+    base: {model: ..., data: ..., train: ...}     # or  config: mnist_cnn.yaml  (relative path)
+    fixed: {train.epochs: 5}       # settings every point shares, on top of base/config
+    grid:                          # cartesian product, keys by dotted path
+      train.lr: [0.001, 0.0003]
+      model.dropout: {start: 0.0, stop: 0.5, step: 0.25}      # inclusive numeric range
+      train.weight_decay: {start: 1.0e-5, stop: 1.0e-3, num: 3, log: true}
+    zip:                           # groups of keys that vary together (one grid axis each)
+      - {train.batch_size: [64, 128], train.lr: [0.0005, 0.001]}
+    seeds: [1, 2, 3]               # every point once per train.seed
+    exclude: [{train.optimizer: sgd, model.dropout: 0.5}]    # drop points matching all pairs
+    include: [{train.optimizer: adamw, train.weight_decay: 0.01}]   # extra points (base + these)
+    resources: {nodes: 1, gpus_per_node: 2, cpus_per_task: 4, mem: 16G, time: "02:00:00", ...}
+    backend: slurm                 # local (default) | slurm | pbs
+    max_concurrent: 8              # array throttle (%8) / parallel runs on the local backend
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hpcdl.config import format_validation_error, read_yaml, set_path
+from hpcdl.errors import HpcdlError
+
+_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
+_MEM = re.compile(r"^\d+(?:\.\d+)?[KMGT]?B?$", re.IGNORECASE)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def time_to_seconds(text: str) -> int:
+    """SLURM time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
+    m = _TIME.match(text.strip())
+    if not m:
+        raise ValueError(f"time {text!r}: expected HH:MM:SS, MM, or D-HH:MM:SS")
+    days, a, b, c = m.groups()
+    parts = [int(x) for x in (a, b, c) if x is not None]
+    if days is not None:  # D-HH[:MM[:SS]]
+        hh, mm, ss = (parts + [0, 0, 0])[:3]
+        total = int(days) * 86400 + hh * 3600 + mm * 60 + ss
+    elif len(parts) == 1:
+        total = parts[0] * 60
+    elif len(parts) == 2:
+        total = parts[0] * 60 + parts[1]
+    else:
+        total = parts[0] * 3600 + parts[1] * 60 + parts[2]
+    if total <= 0:
+        raise ValueError(f"time {text!r}: must be positive")
+    return total
+
+
+def seconds_to_hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Resources(_Strict):
+    """What every run of the sweep asks the scheduler for."""
+
+    nodes: Annotated[int, Field(gt=0)] = 1
+    gpus_per_node: Annotated[int, Field(ge=0)] = 0
+    tasks_per_node: Annotated[int, Field(gt=0)] | None = None  # default: gpus_per_node or 1
+    cpus_per_task: Annotated[int, Field(gt=0)] = 1
+    mem: str | None = None  # per node, e.g. 8G
+    time: str = "01:00:00"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gres: str | None = None  # raw gres, e.g. gpu:a100:2 (instead of gpus_per_node)
+    signal_seconds: Annotated[int, Field(ge=0)] = 120  # warning signal before the time limit
+    extra: list[str] = []  # free-form directives, e.g. ["--mail-type=END"] or ["-m abe"]
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        time_to_seconds(v)
+        return v
+
+    @field_validator("mem")
+    @classmethod
+    def _mem(cls, v: str | None) -> str | None:
+        if v is not None and not _MEM.match(v):
+            raise ValueError(f"mem {v!r}: expected a size such as 4000M or 16G")
+        return v
+
+    @model_validator(mode="after")
+    def _one_rank_per_gpu(self) -> Resources:
+        if self.tasks_per_node is None:
+            self.tasks_per_node = max(1, self.gpus_per_node)
+        elif self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
+            raise ValueError(
+                f"tasks_per_node {self.tasks_per_node} != gpus_per_node {self.gpus_per_node}: "
+                "Horovod runs one rank per GPU"
+            )
+        return self
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * (self.tasks_per_node or 1)
+
+    @property
+    def time_seconds(self) -> int:
+        return time_to_seconds(self.time)
+
+
+class SchedulerOptions(_Strict):
+    """Per-scheduler knobs."""
+
+    template: str | None = None  # a Jinja2 job script of your own (see slurm/ for the defaults)
+    setup: list[str] = []  # shell lines before training, e.g. "module load cuda/12.2"
+    launcher: Literal["auto", "srun", "mpirun", "horovodrun"] = "auto"
+    max_array_size: Annotated[int, Field(gt=0)] | None = None  # default: ask the scheduler
+    flavor: Literal["pro", "torque"] = "pro"  # PBS only
+    requeue: Annotated[int, Field(ge=0)] = 3  # how often a run may requeue itself (time limits)
+
+
+class RangeSpec(_Strict):
+    start: float
+    stop: float
+    step: float | None = None
+    num: Annotated[int, Field(gt=0)] | None = None
+    log: bool = False
+
+    def values(self) -> list[float]:
+        if (self.step is None) == (self.num is None):
+            raise ValueError("a range needs exactly one of step or num")
+        if self.num is not None:
+            if self.num == 1:
+                return [self.start]
+            if self.log:
+                if self.start <= 0 or self.stop <= 0:
+                    raise ValueError("a log range needs positive start and stop")
+                a, b = math.log10(self.start), math.log10(self.stop)
+                return [
+                    float(f"{10 ** (a + (b - a) * i / (self.num - 1)):.6g}")
+                    for i in range(self.num)
+                ]
+            return [
+                float(f"{self.start + (self.stop - self.start) * i / (self.num - 1):.10g}")
+                for i in range(self.num)
+            ]
+        if self.step == 0 or (self.stop - self.start) / self.step < 0:
+            raise ValueError("step must move from start towards stop")
+        count = int(math.floor((self.stop - self.start) / self.step + 1e-9)) + 1
+        return [float(f"{self.start + i * self.step:.10g}") for i in range(count)]
+
+
+GridValues = list[Any] | RangeSpec
+
+
+class SweepSpec(_Strict):
+    """A whole sweep: what varies, around what, on which resources and backend."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+    base: dict[str, Any] | None = None
+    config: str | None = None
+    fixed: dict[str, Any] = {}
+    grid: dict[str, GridValues] = {}
+    zip: list[dict[str, list[Any]]] = []
+    seeds: list[int] | None = None
+    include: list[dict[str, Any]] = []
+    exclude: list[dict[str, Any]] = []
+    resources: Resources = Resources()
+    backend: Literal["local", "slurm", "pbs"] = "local"
+    max_concurrent: Annotated[int, Field(gt=0)] | None = None
+    results_dir: str = "results"
+    scheduler: SchedulerOptions = SchedulerOptions()
+    env: dict[str, str] = {}
+    collect: bool = True
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, grid: dict[str, GridValues]) -> dict[str, GridValues]:
+        for key, values in grid.items():
+            expanded = values.values() if isinstance(values, RangeSpec) else values
+            if not expanded:
+                raise ValueError(f"grid key {key!r} has no values")
+        return grid
+
+    @field_validator("zip")
+    @classmethod
+    def _zip_lengths(cls, groups: list[dict[str, list[Any]]]) -> list[dict[str, list[Any]]]:
+        for i, group in enumerate(groups):
+            lengths = {len(v) for v in group.values()}
+            if len(lengths) != 1 or 0 in lengths:
+                raise ValueError(
+                    f"zip group {i}: every key needs the same, non-zero number of values "
+                    f"(got {', '.join(f'{k}: {len(v)}' for k, v in group.items())})"
+                )
+        return groups
+
+    @model_validator(mode="after")
+    def _one_base(self) -> SweepSpec:
+        if (self.base is None) == (self.config is None):
+            raise ValueError("give either base (a training config) or config (a path to one)")
+        keys = list(self.grid) + [k for g in self.zip for k in g]
+        dupes = {k for k in keys if keys.count(k) > 1}
+        if dupes:
+            raise ValueError(f"{sorted(dupes)[0]} is varied twice (grid and zip)")
+        if self.seeds is not None and ("train.seed" in keys):
+            raise ValueError("train.seed is varied by both seeds and the grid")
+        if self.backend == "local" and self.resources.nodes > 1:
+            raise ValueError("resources.nodes > 1 needs a cluster backend (slurm or pbs)")
+        return self
+
+
+def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
+    """Read and validate a sweep spec; returns it with the base training config it refers to."""
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):
+        raise HpcdlError(f"{path}: expected a mapping (name, base or config, grid, resources, ...)")
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise HpcdlError(format_validation_error(err, str(path))) from None
+    if spec.config is not None:
+        base = read_yaml(Path(path).parent / spec.config)
+        if not isinstance(base, dict):
+            raise HpcdlError(f"{path}: config {spec.config!r} is not a training config mapping")
+    else:
+        base = copy.deepcopy(spec.base)
+    for key, value in spec.fixed.items():
+        set_path(base, key, value)
+    return spec, base

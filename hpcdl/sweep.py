@@ -1,0 +1,369 @@
+"""Sweeps: plan (spec -> points), submit as arrays, and later status, cancel and resume.
+
+<results_dir>/<name>/sweep.json          manifest (hpcdl.manifest)
+<results_dir>/<name>/spec.yaml           the spec as given
+<results_dir>/<name>/jobs/<token>.sh     the exact scripts submitted, and
+<results_dir>/<name>/jobs/<token>.points their run directories, one per array index
+<results_dir>/<name>/logs/               the scheduler's own output files
+<results_dir>/<name>/<point id>/         one run directory per point (hpcdl.rundir)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcdl import __version__, rundir
+from hpcdl.backends import get_backend
+from hpcdl.backends.base import Backend, JobRecord, ScriptJob
+from hpcdl.config import config_to_dict
+from hpcdl.errors import HpcdlError
+from hpcdl.grid import Point, expand
+from hpcdl.manifest import Manifest, PointEntry, Submission, now
+from hpcdl.spec import SweepSpec, load_spec
+
+RERUN_STATES = {
+    "MISSING",
+    "FAILED",
+    "TIMEOUT",
+    "CANCELLED",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "LOST",
+    "UNKNOWN",
+}
+ACTIVE_STATES = {"PENDING", "RUNNING"}
+
+
+@dataclass
+class PointStatus:
+    id: str
+    state: str
+    reason: str
+    job: str | None
+    run_dir: str
+    label: str
+
+
+# ---------------------------------------------------------------- planning
+def plan(spec_path: str | Path, backend: str | None = None) -> tuple[SweepSpec, dict, list[Point]]:
+    """Validate the spec and expand it; nothing is written. Raises HpcdlError on any problem."""
+    spec, base = load_spec(spec_path)
+    if backend and backend != spec.backend:
+        spec = SweepSpec.model_validate({**spec.model_dump(exclude_unset=True), "backend": backend})
+    points = expand(spec, base, str(spec_path))
+    return spec, base, points
+
+
+def _script_job(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    kind: str,
+    token: str,
+    count: int = 1,
+    points_file: Path | None = None,
+) -> ScriptJob:
+    return ScriptJob(
+        kind=kind,
+        sweep=spec.name,
+        sweep_dir=sweep_dir,
+        job_name=f"hpcdl-{spec.name}-{token}",
+        resources=spec.resources,
+        count=count,
+        throttle=spec.max_concurrent,
+        points_file=points_file,
+        log_dir=sweep_dir / "logs",
+        setup=tuple(spec.scheduler.setup),
+        env=spec.env,
+        launcher=spec.scheduler.launcher,
+        requeue=spec.scheduler.requeue,
+    )
+
+
+def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
+    """The dry-run view: a table of points and the first script that would be submitted."""
+    import pandas as pd
+
+    rows = [{"#": i, "id": p.id, **p.overrides} for i, p in enumerate(points)]
+    table = pd.DataFrame(rows).to_string(index=False) if rows else "(no points)"
+    backend = get_backend(spec.backend, spec.scheduler.flavor)
+    chunk = min(len(points), spec.scheduler.max_array_size or len(points))
+    job = _script_job(spec, sweep_dir, "array", "a000", chunk, sweep_dir / "jobs" / "a000.points")
+    script = backend.render(job, spec.scheduler.template, created="(dry run)")
+    return (
+        f"sweep {spec.name}: {len(points)} point(s), backend {spec.backend}, "
+        f"{spec.resources.ranks} rank(s) each, results in {sweep_dir}\n\n{table}\n\n"
+        f"--- {sweep_dir}/jobs/a000.sh (not written) ---\n{script}"
+    )
+
+
+# ---------------------------------------------------------------- creating and submitting
+def create(
+    spec_path: str | Path, backend: str | None = None, out: Callable[[str], None] = print
+) -> Manifest:
+    """Write the sweep's folders and manifest, then submit (cluster) or run (local) every point."""
+    spec, base, points = plan(spec_path, backend)
+    sweep_dir = (Path(spec.results_dir) / spec.name).resolve()
+    if (sweep_dir / "sweep.json").exists():
+        raise HpcdlError(
+            f"{sweep_dir} already holds sweep {spec.name!r}: see `hpcdl status {sweep_dir}`, "
+            f"rerun what failed with `hpcdl resume {sweep_dir}`, or choose another name"
+        )
+    runner = get_backend(spec.backend, spec.scheduler.flavor)
+    for sub in ("jobs", "logs"):
+        (sweep_dir / sub).mkdir(parents=True, exist_ok=True)
+    rundir.write_text_atomic(sweep_dir / "spec.yaml", Path(spec_path).read_text())
+    entries = []
+    for p in points:
+        run_dir = sweep_dir / p.id
+        run_dir.mkdir(exist_ok=True)
+        rundir.write_yaml_atomic(
+            run_dir / rundir.CONFIG, {**config_to_dict(p.config), "run_dir": str(run_dir)}
+        )
+        entries.append(PointEntry(p.id, p.overrides, str(run_dir)))
+    manifest = Manifest(
+        name=spec.name,
+        backend=spec.backend,
+        sweep_dir=str(sweep_dir),
+        spec_path=str(Path(spec_path).resolve()),
+        spec=spec.model_dump(mode="json"),
+        base=base,
+        points=entries,
+        hpcdl_version=__version__,
+    )
+    manifest.save()
+    out(f"sweep {spec.name}: {len(points)} point(s) in {sweep_dir}")
+    submit(manifest, spec, runner, [p.id for p in points], "a", out)
+    return manifest
+
+
+def spec_of(manifest: Manifest) -> SweepSpec:
+    return SweepSpec.model_validate(manifest.spec)
+
+
+def submit(
+    manifest: Manifest,
+    spec: SweepSpec,
+    runner: Backend,
+    point_ids: list[str],
+    prefix: str,
+    out: Callable[[str], None] = print,
+) -> list[Submission]:
+    """Submit `point_ids` as job arrays (split at the scheduler's MaxArraySize), then the collect
+    job after them; the local backend runs them now instead. The manifest is saved around every
+    scheduler call."""
+    sweep_dir = Path(manifest.sweep_dir)
+    if spec.backend == "local":
+        return [_run_local(manifest, spec, runner, point_ids, prefix, out)]
+    size = runner.max_array_size()
+    if spec.scheduler.max_array_size:
+        size = min(size, spec.scheduler.max_array_size)
+    chunks = [point_ids[i : i + size] for i in range(0, len(point_ids), size)]
+    planned = []
+    for chunk in chunks:  # plan every submission first: a crash leaves them all on record
+        token = manifest.next_token(prefix)
+        points_file = sweep_dir / "jobs" / f"{token}.points"
+        job = _script_job(spec, sweep_dir, "array", token, len(chunk), points_file)
+        script = sweep_dir / "jobs" / f"{token}.sh"
+        rundir.write_text_atomic(
+            points_file, "".join(manifest.point(pid).run_dir + "\n" for pid in chunk)
+        )
+        rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
+        sub = Submission(token, "array", job.job_name, str(script), list(chunk), str(points_file))
+        manifest.submissions.append(sub)
+        planned.append((sub, job))
+    manifest.save()
+    for sub, job in planned:
+        _submit_one(manifest, runner, sub, job, None)
+        out(f"submitted {sub.job_name}: job {sub.job_id} ({len(sub.points)} point(s))")
+    array_ids = [s.job_id for s, _ in planned if s.job_id]
+    done = [s for s, _ in planned]
+    if spec.collect and array_ids:
+        token = manifest.next_token("c")
+        job = _script_job(spec, sweep_dir, "collect", token)
+        script = sweep_dir / "jobs" / f"{token}.sh"
+        rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
+        sub = Submission(token, "collect", job.job_name, str(script))
+        manifest.submissions.append(sub)
+        manifest.save()
+        _submit_one(manifest, runner, sub, job, array_ids)
+        out(f"submitted {sub.job_name}: job {sub.job_id} (collect, after {','.join(array_ids)})")
+        done.append(sub)
+    return done
+
+
+def _submit_one(
+    manifest: Manifest, runner: Backend, sub: Submission, job: ScriptJob, depend: list[str] | None
+) -> None:
+    try:
+        sub.job_id = runner.submit(Path(sub.script), job, depend)
+        sub.state, sub.submitted_at = "submitted", now()
+    except HpcdlError as err:
+        sub.state, sub.error = "failed", str(err)
+        manifest.save()
+        raise
+    manifest.save()
+
+
+def _run_local(
+    manifest: Manifest,
+    spec: SweepSpec,
+    runner: Backend,
+    point_ids: list[str],
+    prefix: str,
+    out: Callable[[str], None],
+) -> Submission:
+    sweep_dir = Path(manifest.sweep_dir)
+    token = manifest.next_token(prefix)
+    points_file = sweep_dir / "jobs" / f"{token}.points"
+    job = _script_job(spec, sweep_dir, "array", token, len(point_ids), points_file)
+    script = sweep_dir / "jobs" / f"{token}.sh"
+    run_dirs = [Path(manifest.point(pid).run_dir) for pid in point_ids]
+    rundir.write_text_atomic(points_file, "".join(f"{d}\n" for d in run_dirs))
+    rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
+    sub = Submission(
+        token,
+        "array",
+        job.job_name,
+        str(script),
+        list(point_ids),
+        str(points_file),
+        job_id=f"local-{os.getpid()}",
+        state="submitted",
+        submitted_at=now(),
+    )
+    manifest.submissions.append(sub)
+    manifest.save()
+    concurrent = spec.max_concurrent or 1
+    out(
+        f"running {len(point_ids)} point(s) here, {concurrent} at a time "
+        f"({spec.resources.ranks} rank(s) each); Ctrl-C stops them"
+    )
+    runner.run(script, run_dirs, concurrent, spec.resources.time_seconds, sweep_dir / "logs", out)
+    if spec.collect:
+        from hpcdl.collect import collect
+
+        collect(sweep_dir, out=out)
+    return sub
+
+
+# ---------------------------------------------------------------- watching
+def statuses(manifest: Manifest) -> list[PointStatus]:
+    """Every point's state from its run directory and ONE scheduler query for the whole sweep."""
+    latest: dict[str, tuple[Submission, int]] = {}
+    for sub in manifest.submissions:
+        if sub.kind == "array":
+            for index, pid in enumerate(sub.points):
+                latest[pid] = (sub, index)
+    records: dict[str, JobRecord] = {}
+    if manifest.backend != "local":
+        ids = sorted({s.job_id for s, _ in latest.values() if s.job_id})
+        if ids:
+            runner = get_backend(manifest.backend, manifest.spec["scheduler"]["flavor"])
+            records = runner.query(ids)
+    out = []
+    for entry in manifest.points:
+        sub_index = latest.get(entry.id)
+        job_key = (
+            f"{sub_index[0].job_id}_{sub_index[1]}" if sub_index and sub_index[0].job_id else None
+        )
+        if manifest.backend == "local":
+            from hpcdl.backends.local import read_state
+
+            record = read_state(Path(entry.run_dir))
+        else:
+            record = records.get(job_key or "") or (
+                records.get(sub_index[0].job_id or "") if sub_index else None
+            )
+        state, reason = point_state(Path(entry.run_dir), sub_index is not None, record)
+        label = " ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "(base)"
+        out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label))
+    return out
+
+
+def last_error_line(run_dir: Path, name: str = "job.out") -> str:
+    """The last line of a log that looks like an error (or the last non-empty line)."""
+    path = run_dir / name
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 16384))
+        lines = [x.strip() for x in f.read().decode(errors="replace").splitlines() if x.strip()]
+    for line in reversed(lines):
+        if any(w in line for w in ("Error", "error:", "Killed", "Traceback", "Exception")):
+            return line[:300]
+    return lines[-1][:300] if lines else ""
+
+
+def point_state(run_dir: Path, submitted: bool, record: JobRecord | None) -> tuple[str, str]:
+    """(state, reason) of one point: its files first, the scheduler's word second."""
+    if (run_dir / rundir.RESULT).exists():
+        return "FINISHED", ""
+    if not submitted:
+        return "MISSING", "never submitted"
+    if record is None:
+        return "UNKNOWN", "the scheduler has no record of its job"
+    state = record.state
+    if state == "RUNNING" and not (run_dir / "job.out").exists():
+        state = "PENDING"  # PBS reports a whole array running before this index started
+    if state in ACTIVE_STATES:
+        return state, ""
+    if state == "COMPLETED":
+        state = "FAILED"
+    reason = f"exit {record.exit_code}" if record.exit_code not in (None, 0) else ""
+    failure = run_dir / rundir.FAILURE
+    if failure.exists():
+        try:
+            reason = rundir.read_json(failure).get("reason", reason)
+        except ValueError:
+            pass
+    tail = last_error_line(run_dir)
+    if tail and tail not in reason:
+        reason = f"{reason}: {tail}" if reason else tail
+    if not reason:
+        reason = "ended without result.json"
+    return state, reason
+
+
+def counts(points: list[PointStatus]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in points:
+        out[p.state] = out.get(p.state, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def format_status(manifest: Manifest, points: list[PointStatus], verbose: bool) -> str:
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())
+    lines = [f"sweep {manifest.name} ({manifest.backend}, {len(points)} points): {summary}"]
+    shown = points if verbose else [p for p in points if p.state != "FINISHED"]
+    for p in shown[:200] if not verbose else shown:
+        reason = f"  {p.reason}" if p.reason else ""
+        lines.append(f"  {p.state:13s} {p.id:40s} {p.job or '-':>12s}{reason}")
+    if not verbose and len(shown) > 200:
+        lines.append(f"  ... {len(shown) - 200} more (use --all)")
+    return "\n".join(lines)
+
+
+def cancel(manifest: Manifest, out: Callable[[str], None] = print) -> list[str]:
+    """Cancel every submitted job of the sweep in one scheduler call."""
+    if manifest.backend == "local":
+        raise HpcdlError("local sweeps run in the foreground: stop them with Ctrl-C")
+    ids = [s.job_id for s in manifest.submissions if s.job_id]
+    runner = get_backend(manifest.backend, manifest.spec["scheduler"]["flavor"])
+    runner.cancel(ids)
+    out(f"cancelled {len(ids)} job(s): {' '.join(ids)}")
+    return ids
+
+
+def resume(manifest: Manifest, out: Callable[[str], None] = print) -> list[Submission]:
+    """Resubmit the points that are missing, failed, cancelled, timed out or lost."""
+    todo = [p.id for p in statuses(manifest) if p.state in RERUN_STATES]
+    if not todo:
+        out(f"sweep {manifest.name}: nothing to resume")
+        return []
+    spec = spec_of(manifest)
+    runner = get_backend(spec.backend, spec.scheduler.flavor)
+    out(f"sweep {manifest.name}: resubmitting {len(todo)} point(s)")
+    return submit(manifest, spec, runner, todo, "r", out)
