@@ -1,4 +1,4 @@
-"""PBS: PBS Pro syntax (-J arrays, PBS_ARRAY_INDEX, select=) or Torque syntax (-t arrays, PBS_ARRAYID).
+"""PBS: PBS Pro syntax (-J, PBS_ARRAY_INDEX, select=) or Torque syntax (-t, PBS_ARRAYID).
 
 Options are written as #PBS lines (the script users read) *and* passed on the qsub command line,
 which real PBS accepts (command line wins, values are identical) and which Slurm's Torque

@@ -1,4 +1,4 @@
-"""SLURM: sbatch job arrays (%N throttle), srun --mpi=pmix for multi-rank points, one sacct per poll."""
+"""SLURM: sbatch arrays (%N throttle), srun --mpi=pmix for multi-rank points, one sacct a poll."""
 
 from __future__ import annotations
 
