@@ -71,7 +71,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from hpcdl import sweep
     from hpcdl.manifest import load_manifest
 
-    sweep.resume(load_manifest(args.sweep), out=lambda msg: print(msg, flush=True))
+    sweep.resume(load_manifest(args.sweep), args.time, out=lambda msg: print(msg, flush=True))
     return 0
 
 
@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("sweep", help="the sweep's results folder (e.g. results/NAME)")
         if name == "status":
             p.add_argument("--all", action="store_true", help="list finished points too")
+        if name == "resume":
+            p.add_argument("--time", help="a new time limit for the rerun points, e.g. 04:00:00")
         p.set_defaults(func=func)
 
     p = sub.add_parser("info", help="check the TensorFlow + Horovod stack")

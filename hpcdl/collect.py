@@ -36,9 +36,10 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def point_row(entry, status, record) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def point_row(entry, status) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """The summary row, the curve rows and the warnings of one point."""
     run_dir = Path(entry.run_dir)
+    record = status.record
     problems: list[str] = []
     row: dict[str, Any] = {
         "point": entry.id,
@@ -108,13 +109,10 @@ def point_row(entry, status, record) -> tuple[dict[str, Any], list[dict[str, Any
 def collect(sweep: str | Path, out: Callable[[str], None] = print) -> pd.DataFrame:
     """Build and write the sweep's summary and curves tables; returns the summary."""
     manifest: Manifest = load_manifest(sweep)
-    states = {s.id: s for s in statuses(manifest)}
-    records = _accounting(manifest, states)
+    states = {s.id: s for s in statuses(manifest)}  # the one scheduler query
     rows, curves, problems = [], [], []
     for entry in manifest.points:
-        row, point_curves, point_problems = point_row(
-            entry, states[entry.id], records.get(states[entry.id].job or "")
-        )
+        row, point_curves, point_problems = point_row(entry, states[entry.id])
         rows.append(row)
         curves += point_curves
         problems += point_problems
@@ -129,19 +127,6 @@ def collect(sweep: str | Path, out: Callable[[str], None] = print) -> pd.DataFra
     note = f" (partial: {running} point(s) still pending or running)" if running else ""
     out(f"collected {len(summary)} point(s) into {sweep_dir / SUMMARY}.csv{note}")
     return summary
-
-
-def _accounting(manifest: Manifest, states) -> dict[str, Any]:
-    """Scheduler records (elapsed, CPUs, GPUs, memory) for every array task: one query."""
-    if manifest.backend == "local":
-        from hpcdl.backends.local import read_state
-
-        return {s.job: read_state(Path(s.run_dir)) for s in states.values() if s.job}
-    from hpcdl.backends import get_backend
-
-    ids = sorted({s.job_id for s in manifest.submissions if s.job_id and s.kind == "array"})
-    runner = get_backend(manifest.backend, manifest.spec["scheduler"]["flavor"])
-    return runner.query(ids) if ids else {}
 
 
 def write_table(df: pd.DataFrame, stem: Path) -> None:

@@ -74,10 +74,13 @@ def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[
     from hpcdl.datasets import expected_input_shape
     from hpcdl.models import check_fits
 
+    axes = _axes(spec)
     combos = [
         dict(itertools.chain.from_iterable(d.items() for d in combo))
-        for combo in itertools.product(*_axes(spec))
+        for combo in itertools.product(*axes)
     ]
+    if not axes and spec.include:  # only `include`: exactly those points, not the base too
+        combos = []
     combos += [dict(extra) for extra in spec.include]
     if spec.seeds is not None:
         combos = [{**c, "train.seed": s} for c in combos for s in spec.seeds]

@@ -12,7 +12,8 @@ every run. Validated as a whole before anything is written or submitted.
       - {train.batch_size: [64, 128], train.lr: [0.0005, 0.001]}
     seeds: [1, 2, 3]               # every point once per train.seed
     exclude: [{train.optimizer: sgd, model.dropout: 0.5}]    # drop points matching all pairs
-    include: [{train.optimizer: adamw, train.weight_decay: 0.01}]   # extra points (base + these)
+    include: [{train.optimizer: adamw, train.weight_decay: 0.01}]   # extra points (base + these);
+                                   # with no grid and no zip, the points are exactly the includes
     resources: {nodes: 1, gpus_per_node: 2, cpus_per_task: 4, mem: 16G, time: "02:00:00", ...}
     backend: slurm                 # local (default) | slurm | pbs
     max_concurrent: 8              # array throttle (%8) / parallel runs on the local backend

@@ -15,14 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from hpcdl import __version__, rundir
 from hpcdl.backends import get_backend
 from hpcdl.backends.base import Backend, JobRecord, ScriptJob
-from hpcdl.config import config_to_dict
+from hpcdl.config import config_to_dict, format_validation_error
 from hpcdl.errors import HpcdlError
 from hpcdl.grid import Point, expand
 from hpcdl.manifest import Manifest, PointEntry, Submission, now
-from hpcdl.spec import SweepSpec, load_spec
+from hpcdl.spec import Resources, SweepSpec, load_spec
 
 RERUN_STATES = {
     "MISSING",
@@ -45,6 +47,7 @@ class PointStatus:
     job: str | None
     run_dir: str
     label: str
+    record: JobRecord | None = None  # what the scheduler said (None: nothing)
 
 
 # ---------------------------------------------------------------- planning
@@ -279,7 +282,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
             )
         state, reason = point_state(Path(entry.run_dir), sub_index is not None, record)
         label = " ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "(base)"
-        out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label))
+        out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label, record))
     return out
 
 
@@ -357,8 +360,17 @@ def cancel(manifest: Manifest, out: Callable[[str], None] = print) -> list[str]:
     return ids
 
 
-def resume(manifest: Manifest, out: Callable[[str], None] = print) -> list[Submission]:
-    """Resubmit the points that are missing, failed, cancelled, timed out or lost."""
+def resume(
+    manifest: Manifest, time: str | None = None, out: Callable[[str], None] = print
+) -> list[Submission]:
+    """Resubmit the points that are missing, failed, cancelled, timed out or lost (optionally
+    with a new time limit, kept for later resumes). Finished and active points are left alone."""
+    if time is not None:
+        resources = {**manifest.spec["resources"], "time": time}
+        try:
+            manifest.spec["resources"] = Resources.model_validate(resources).model_dump(mode="json")
+        except ValidationError as err:
+            raise HpcdlError(format_validation_error(err, "--time")) from None
     todo = [p.id for p in statuses(manifest) if p.state in RERUN_STATES]
     if not todo:
         out(f"sweep {manifest.name}: nothing to resume")

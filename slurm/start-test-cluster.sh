@@ -86,7 +86,8 @@ StorageLoc=slurm_acct_db
 CONF
   chown slurm:slurm /etc/slurm/slurmdbd.conf; chmod 0600 /etc/slurm/slurmdbd.conf
   alive /run/slurmdbd.pid || { log "starting slurmdbd"; /usr/sbin/slurmdbd; }
-  ACCT_CONF=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\nAccountingStoragePort=6819'
+  # gres/gpu in the accounted TRES, so sacct's AllocTRES shows GPUs (and GPU-hours can be costed)
+  ACCT_CONF=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\nAccountingStoragePort=6819\nAccountingStorageTRES=gres/gpu'
 else
   ACCT_CONF="AccountingStorageType=accounting_storage/none"
 fi

@@ -68,3 +68,27 @@ def hpcdl(*args: str, env: dict[str, str], **kw) -> subprocess.CompletedProcess:
 def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
     """stderr minus TensorFlow/absl start-up noise."""
     return [line for line in proc.stderr.splitlines() if line.strip() and "hpcdl" in line]
+
+
+def slurm_up() -> bool:
+    import shutil
+
+    if not shutil.which("scontrol"):
+        return False
+    return subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The one-node test cluster (slurm/start-test-cluster.sh). scripts/test.sh starts it and sets
+    HPCDL_REQUIRE_SLURM=1, so in CI a missing cluster fails instead of skipping."""
+    if not slurm_up():
+        if os.environ.get("HPCDL_REQUIRE_SLURM") == "1":
+            pytest.fail("the test SLURM cluster is not running (bash slurm/start-test-cluster.sh)")
+        pytest.skip("no SLURM cluster (run: bash slurm/start-test-cluster.sh)")
+    return True
+
+
+def sbatch_test_only(script: Path) -> subprocess.CompletedProcess:
+    """Ask the real slurmctld whether it would accept this script (nothing is submitted)."""
+    return subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)

@@ -77,6 +77,8 @@ class Local(Backend):
             finish(index, state, proc.returncode)
 
         def finish(index: int, state: str, code: int | None) -> None:
+            if code is not None and code < 0:  # killed by a signal: report it as a shell would
+                code = 128 - code
             running.pop(index, None)
             states[index] = state
             write_state(run_dirs[index], state, exit_code=code, ended=True)

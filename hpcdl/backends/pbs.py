@@ -37,13 +37,13 @@ _STATES = {
 }
 
 
-def pbs_mem(mem: str) -> str:
-    """16G -> 16gb, 4000M -> 4000mb (PBS size units)."""
+def pbs_mem(mem: str, times: int = 1) -> str:
+    """16G -> 16gb, 4000M -> 4000mb (PBS size units), multiplied by `times`."""
     m = re.match(r"^(\d+(?:\.\d+)?)([KMGT]?)B?$", mem, re.IGNORECASE)
     if not m:
         raise HpcdlError(f"resources.mem: {mem!r} is not a size")
-    unit = m.group(2).lower()
-    return f"{m.group(1)}{unit}b" if unit else f"{m.group(1)}b"
+    amount = float(m.group(1)) * times
+    return f"{amount:g}{m.group(2).lower()}b"
 
 
 def parse_qstat_f(text: str) -> dict[str, JobRecord]:
@@ -96,23 +96,15 @@ class PBS(Backend):
         self.check(r)
         opts: list[list[str]] = [["-N", job.job_name]]
         if job.kind == "collect":
-            opts.append(
-                [
-                    "-l",
-                    "select=1:ncpus=1,walltime=00:30:00"
-                    if self.flavor == "pro"
-                    else "nodes=1:ppn=1,walltime=00:30:00",
-                ]
-            )
+            if self.flavor == "pro":
+                opts += [["-l", "select=1:ncpus=1"], ["-l", "walltime=00:30:00"]]
+            else:  # Torque: one comma-joined -l (Slurm's qsub wrapper keeps only the last -l)
+                opts.append(["-l", "nodes=1:ppn=1,walltime=00:30:00"])
         else:
-            if job.count > 1 and self.flavor == "pro":
-                opts.append(["-J", f"0-{job.count - 1}"])
-                if job.throttle:
-                    opts.append(["-W", f"max_run_subjobs={job.throttle}"])
-            elif job.count > 1:
-                opts.append(
-                    ["-t", f"0-{job.count - 1}" + (f"%{job.throttle}" if job.throttle else "")]
-                )
+            if job.count > 1:  # PBS Pro: -J 0-N%K sets max_run_subjobs; Torque: -t 0-N%K
+                throttle = f"%{job.throttle}" if job.throttle else ""
+                flag = "-J" if self.flavor == "pro" else "-t"
+                opts.append([flag, f"0-{job.count - 1}{throttle}"])
             walltime = seconds_to_hms(r.time_seconds)
             cpus = (r.tasks_per_node or 1) * r.cpus_per_task
             if self.flavor == "pro":
@@ -120,12 +112,13 @@ class PBS(Backend):
                 chunk += f":ngpus={r.gpus_per_node}" if r.gpus_per_node else ""
                 chunk += f":mem={pbs_mem(r.mem)}" if r.mem else ""
                 chunk += f":{r.constraint}" if r.constraint else ""
-                opts.append(["-l", f"{chunk},walltime={walltime}"])
+                opts += [["-l", chunk], ["-l", f"walltime={walltime}"]]
             else:
                 nodes = f"nodes={r.nodes}:ppn={cpus}"
                 nodes += f":gpus={r.gpus_per_node}" if r.gpus_per_node else ""
                 nodes += f":{r.constraint}" if r.constraint else ""
-                mem = f",mem={pbs_mem(r.mem)}" if r.mem else ""
+                # Torque's mem is for the whole job; resources.mem is per node
+                mem = f",mem={pbs_mem(r.mem, r.nodes)}" if r.mem else ""
                 opts.append(["-l", f"{nodes},walltime={walltime}{mem}"])
             opts.append(["-r", "y"])
         if r.partition:
