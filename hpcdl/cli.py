@@ -82,6 +82,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpcdl.report import report
+
+    report(args.sweeps, args.out, refresh=not args.no_collect)
+    return 0
+
+
 def cmd_info(_args: argparse.Namespace) -> int:
     from hpcdl.distributed import check_horovod
 
@@ -148,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "resume":
             p.add_argument("--time", help="a new time limit for the rerun points, e.g. 04:00:00")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("report", help="HTML + Markdown report of one or more sweeps")
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep results folders")
+    p.add_argument("--out", help="folder for report.html/.md (default: the sweep's folder)")
+    p.add_argument(
+        "--no-collect",
+        action="store_true",
+        help="use the last collected tables instead of collecting again",
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("info", help="check the TensorFlow + Horovod stack")
     p.set_defaults(func=cmd_info)

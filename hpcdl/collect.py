@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from hpcdl import rundir
-from hpcdl.manifest import Manifest, load_manifest
+from hpcdl.manifest import Manifest, load_manifest, now
+from hpcdl.spec import Resources
 from hpcdl.sweep import ACTIVE_STATES, statuses
 
 SUMMARY = "summary"
@@ -36,7 +37,9 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def point_row(entry, status) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def point_row(
+    entry, status, resources: Resources
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """The summary row, the curve rows and the warnings of one point."""
     run_dir = Path(entry.run_dir)
     record = status.record
@@ -67,8 +70,10 @@ def point_row(entry, status) -> tuple[dict[str, Any], list[dict[str, Any]], list
         row["train_seconds"] = sum(_finite(r.get("epoch_seconds")) or 0.0 for r in records)
         if any(_finite(r.get("loss")) is None for r in records):
             problems.append(f"{run_dir}: NaN or infinite loss")
-            if row["state"] != "FINISHED":
-                row["state"], row["reason"] = "FAILED", "loss became NaN"
+            ended = row["state"] not in ("FINISHED", *ACTIVE_STATES)
+            if ended and "nan" not in str(row["reason"]).lower():
+                row["state"] = "FAILED"
+                row["reason"] = "; ".join(x for x in (row["reason"], "loss became NaN") if x)
     result_path = run_dir / rundir.RESULT
     if result_path.exists():
         try:
@@ -94,15 +99,18 @@ def point_row(entry, status) -> tuple[dict[str, Any], list[dict[str, Any]], list
     elif status.state == "FINISHED":
         problems.append(f"{run_dir}: no result.json")
     if record is not None:
+        # the scheduler's allocation where it reports one, else what the spec asked for (local)
+        cpus = record.cpus if record.cpus is not None else resources.ranks * resources.cpus_per_task
+        gpus = record.gpus if record.gpus is not None else resources.nodes * resources.gpus_per_node
         row["scheduler_state"] = record.raw_state or record.state
         row["exit_code"] = record.exit_code
+        row["start"], row["end"] = record.start, record.end
         row["elapsed_seconds"] = record.elapsed_seconds
-        row["alloc_cpus"] = record.cpus
-        row["alloc_gpus"] = record.gpus
+        row["alloc_cpus"], row["alloc_gpus"] = cpus, gpus
         row["max_rss"] = record.max_rss
         hours = (record.elapsed_seconds or 0) / 3600
-        row["cpu_hours"] = hours * (record.cpus or 0)
-        row["gpu_hours"] = hours * (record.gpus or 0)
+        row["cpu_hours"] = hours * cpus
+        row["gpu_hours"] = hours * gpus
     return row, curves, problems
 
 
@@ -110,18 +118,28 @@ def collect(sweep: str | Path, out: Callable[[str], None] = print) -> pd.DataFra
     """Build and write the sweep's summary and curves tables; returns the summary."""
     manifest: Manifest = load_manifest(sweep)
     states = {s.id: s for s in statuses(manifest)}  # the one scheduler query
+    resources = Resources.model_validate(manifest.spec["resources"])
     rows, curves, problems = [], [], []
     for entry in manifest.points:
-        row, point_curves, point_problems = point_row(entry, states[entry.id])
+        row, point_curves, point_problems = point_row(entry, states[entry.id], resources)
         rows.append(row)
         curves += point_curves
         problems += point_problems
     summary = pd.DataFrame(rows)
     running = int(summary["state"].isin(ACTIVE_STATES).sum())
-    summary.attrs["partial"] = running > 0
     sweep_dir = Path(manifest.sweep_dir)
     write_table(summary, sweep_dir / SUMMARY)
     write_table(pd.DataFrame(curves), sweep_dir / CURVES)
+    rundir.write_json_atomic(
+        sweep_dir / "collect.json",
+        {
+            "collected_at": now(),
+            "points": len(summary),
+            "partial": running > 0,
+            "states": summary["state"].value_counts().to_dict(),
+            "warnings": problems[:1000],
+        },
+    )
     for problem in problems:
         warnings.warn(problem, stacklevel=2)
     note = f" (partial: {running} point(s) still pending or running)" if running else ""

@@ -15,6 +15,10 @@ import json
 import math
 import os
 import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +106,30 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     records, _ = read_metrics(run_dir)
     kept = [r for r in records if r.get("epoch", 0) <= last_epoch]
     write_text_atomic(Path(run_dir) / METRICS, "".join(dumps(r) + "\n" for r in kept))
+
+
+@contextmanager
+def failure_recorded(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """On any error inside, write failure.json (reason, error type, where) and re-raise."""
+    try:
+        yield
+    except BaseException as err:
+        if enabled:
+            last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+            where = f"{last[0].filename}:{last[0].lineno}" if last else ""
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if isinstance(err, KeyboardInterrupt):
+                reason = "interrupted"
+            try:
+                write_json_atomic(
+                    Path(run_dir) / FAILURE,
+                    {
+                        "reason": reason[:500],
+                        "error": type(err).__name__,
+                        "where": where,
+                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    },
+                )
+            except OSError:
+                pass  # an unwritable folder must not hide the original error
+        raise

@@ -287,7 +287,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
 
 
 def last_error_line(run_dir: Path, name: str = "job.out") -> str:
-    """The last line of a log that looks like an error (or the last non-empty line)."""
+    """The last line of a log that looks like an error ('' when none does)."""
     path = run_dir / name
     if not path.exists():
         return ""
@@ -295,9 +295,31 @@ def last_error_line(run_dir: Path, name: str = "job.out") -> str:
         f.seek(max(0, path.stat().st_size - 16384))
         lines = [x.strip() for x in f.read().decode(errors="replace").splitlines() if x.strip()]
     for line in reversed(lines):
-        if any(w in line for w in ("Error", "error:", "Killed", "Traceback", "Exception")):
+        if any(
+            w in line
+            for w in (
+                "Error",
+                "error:",
+                "Killed",
+                "Traceback",
+                "Exception",
+                "CANCELLED",
+                "DUE TO TIME LIMIT",
+                "oom",
+                "Segmentation",
+            )
+        ):
             return line[:300]
-    return lines[-1][:300] if lines else ""
+    return ""
+
+
+BASE_REASONS = {
+    "TIMEOUT": "time limit reached",
+    "OUT_OF_MEMORY": "out of memory",
+    "CANCELLED": "cancelled",
+    "PREEMPTED": "preempted",
+    "LOST": "its process is gone (the runner or node died)",
+}
 
 
 def point_state(run_dir: Path, submitted: bool, record: JobRecord | None) -> tuple[str, str]:
@@ -314,20 +336,21 @@ def point_state(run_dir: Path, submitted: bool, record: JobRecord | None) -> tup
     if state in ACTIVE_STATES:
         return state, ""
     if state == "COMPLETED":
-        state = "FAILED"
-    reason = f"exit {record.exit_code}" if record.exit_code not in (None, 0) else ""
+        state, parts = "FAILED", ["ended without result.json"]
+    elif state in BASE_REASONS:
+        parts = [BASE_REASONS[state]]
+    else:
+        parts = [f"exit {record.exit_code}"] if record.exit_code not in (None, 0) else []
     failure = run_dir / rundir.FAILURE
     if failure.exists():
         try:
-            reason = rundir.read_json(failure).get("reason", reason)
+            parts.append(rundir.read_json(failure).get("reason", ""))
         except ValueError:
             pass
     tail = last_error_line(run_dir)
-    if tail and tail not in reason:
-        reason = f"{reason}: {tail}" if reason else tail
-    if not reason:
-        reason = "ended without result.json"
-    return state, reason
+    if tail and not any(tail in p or p in tail for p in parts if p):
+        parts.append(tail)
+    return state, ": ".join(p for p in parts if p) or "ended without result.json"
 
 
 def counts(points: list[PointStatus]) -> dict[str, int]:

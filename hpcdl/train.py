@@ -282,76 +282,89 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             save_checkpoint("best.h5", epoch)
         save_checkpoint("last.h5", epoch)
 
-    for epoch in range(state["epoch"] + 1, ts.epochs + 1):
-        t0 = time.perf_counter()
-        batches = shard_batches(
-            len(data.train), ts.batch_size, ctx.rank, ctx.size, ts.seed, epoch, ts.steps_per_epoch
-        )
-        sums, waited = [], 0.0
-        for (x, y), wait in prefetch(
-            batches, lambda idx: (data.train.take(idx), data.train.labels[idx])
-        ):
-            waited += wait
-            sums.append(train_step(tf.constant(x), tf.constant(y)))
-        loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
-        total = allsum([loss_sum, correct, len(batches) * ts.batch_size, waited])
-        train_seconds = time.perf_counter() - t0
-        record = {"epoch": epoch, "loss": total[0] / total[2], "accuracy": total[1] / total[2]}
-        if data.val is not None:
-            record["val_loss"], record["val_accuracy"], _ = evaluate(data.val)
-        epoch_seconds = time.perf_counter() - t0
-        record.update(
-            {
-                "lr": float(schedule(optimizer.iterations)),
-                "epoch_seconds": epoch_seconds,
-                "samples_per_second": total[2] / train_seconds,
-                "data_wait_seconds": total[3] / ctx.size,
-                "steps": len(batches),
-                "ranks": ctx.size,
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
-        monitored = record.get("val_loss", record["loss"])
-        improved = monitored < state["best_loss"]
-        if improved:
-            state["best_loss"], state["best_epoch"] = monitored, epoch
+    with rundir.failure_recorded(run_dir, enabled=ctx.is_root):
+        for epoch in range(state["epoch"] + 1, ts.epochs + 1):
+            t0 = time.perf_counter()
+            batches = shard_batches(
+                len(data.train),
+                ts.batch_size,
+                ctx.rank,
+                ctx.size,
+                ts.seed,
+                epoch,
+                ts.steps_per_epoch,
+            )
+            sums, waited = [], 0.0
+            for (x, y), wait in prefetch(
+                batches, lambda idx: (data.train.take(idx), data.train.labels[idx])
+            ):
+                waited += wait
+                sums.append(train_step(tf.constant(x), tf.constant(y)))
+            loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
+            total = allsum([loss_sum, correct, len(batches) * ts.batch_size, waited])
+            train_seconds = time.perf_counter() - t0
+            record = {"epoch": epoch, "loss": total[0] / total[2], "accuracy": total[1] / total[2]}
+            if data.val is not None:
+                record["val_loss"], record["val_accuracy"], _ = evaluate(data.val)
+            epoch_seconds = time.perf_counter() - t0
+            record.update(
+                {
+                    "lr": float(schedule(optimizer.iterations)),
+                    "epoch_seconds": epoch_seconds,
+                    "samples_per_second": total[2] / train_seconds,
+                    "data_wait_seconds": total[3] / ctx.size,
+                    "steps": len(batches),
+                    "ranks": ctx.size,
+                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+            # a diverged run stops before its checkpoint replaces the last good one
+            if not math.isfinite(record["loss"]):
+                raise HpcdlError(
+                    f"loss became {record['loss']} at epoch {epoch}; lower train.lr "
+                    "or check the data"
+                )
+            monitored = record.get("val_loss", record["loss"])
+            improved = monitored < state["best_loss"]
+            if improved:
+                state["best_loss"], state["best_epoch"] = monitored, epoch
 
-        agree(functools.partial(write_epoch, record, epoch, improved))
-        say(_epoch_line(record, ts.epochs))
+            agree(functools.partial(write_epoch, record, epoch, improved))
+            say(_epoch_line(record, ts.epochs))
 
-    if ts.keep == "best" and state["best_epoch"]:
-        if ctx.is_root:
-            checkpoint.load(ckpt_dir / "best.h5", model, None)
-        hvd.broadcast_variables(model.variables, root_rank=0)
-    test_loss, test_acc, confusion = evaluate(data.test, with_confusion=True)
-    records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
-    result = {
-        "status": "finished",
-        "model": config.model.name,
-        "data": config.data.name,
-        "test_loss": test_loss,
-        "test_accuracy": test_acc,
-        **classification_summary(confusion),
-        "epochs": ts.epochs,
-        "kept": ts.keep,
-        "kept_epoch": state["best_epoch"] if ts.keep == "best" else ts.epochs,
-        "best_epoch": state["best_epoch"],
-        "best_monitored_loss": state["best_loss"],
-        "params": int(model.count_params()),
-        "ranks": ctx.size,
-        "train_samples": len(data.train),
-        "val_samples": len(data.val) if data.val else 0,
-        "test_samples": len(data.test),
-        "train_seconds": float(sum(r.get("epoch_seconds", 0.0) for r in records)),
-        "wall_seconds_last_session": time.time() - started,
-        "versions": {
-            "hpcdl": __version__,
-            "tensorflow": tf.__version__,
-            "horovod": _horovod_version(),
-        },
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    agree(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
+        if ts.keep == "best" and state["best_epoch"]:
+            if ctx.is_root:
+                checkpoint.load(ckpt_dir / "best.h5", model, None)
+            hvd.broadcast_variables(model.variables, root_rank=0)
+        test_loss, test_acc, confusion = evaluate(data.test, with_confusion=True)
+        records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
+        result = {
+            "status": "finished",
+            "model": config.model.name,
+            "data": config.data.name,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            **classification_summary(confusion),
+            "epochs": ts.epochs,
+            "kept": ts.keep,
+            "kept_epoch": state["best_epoch"] if ts.keep == "best" else ts.epochs,
+            "best_epoch": state["best_epoch"],
+            "best_monitored_loss": state["best_loss"],
+            "params": int(model.count_params()),
+            "ranks": ctx.size,
+            "train_samples": len(data.train),
+            "val_samples": len(data.val) if data.val else 0,
+            "test_samples": len(data.test),
+            "train_seconds": float(sum(r.get("epoch_seconds", 0.0) for r in records)),
+            "wall_seconds_last_session": time.time() - started,
+            "versions": {
+                "hpcdl": __version__,
+                "tensorflow": tf.__version__,
+                "horovod": _horovod_version(),
+            },
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        agree(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
     say(
         f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
         f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"

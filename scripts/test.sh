@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 VENV=${HPCDL_VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
+  # Debian's Chromium renders the HTML report in a test (headless)
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q \
+    --no-install-recommends install chromium fonts-dejavu-core >/dev/null
+fi
+command -v chromium >/dev/null && export HPCDL_REQUIRE_BROWSER=1
 if [ "$(id -u)" = 0 ] && [ "${HPCDL_NO_SLURM:-0}" != 1 ]; then
   bash slurm/start-test-cluster.sh
   export HPCDL_REQUIRE_SLURM=1   # from here on a missing cluster fails the SLURM tests

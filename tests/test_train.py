@@ -178,3 +178,29 @@ def test_missing_data_file_names_it(env, tmp_path):
 def test_missing_config_file(env, tmp_path):
     proc = hpcdl("train", str(tmp_path / "nope.yaml"), env=env)
     assert proc.returncode == 2 and "no such file" in error_line(proc)
+
+
+def test_diverging_run_stops_with_a_reason_and_no_result(env, tmp_path):
+    run_dir = tmp_path / "nan"
+    proc = hpcdl(
+        "train",
+        MNIST,
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "train.optimizer=sgd",
+        "--set",
+        "train.lr=1.0e+12",
+        "--set",
+        "train.epochs=2",
+        *SMALL_MNIST,
+        "--set",
+        "train.steps_per_epoch=3",
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert "loss became nan at epoch 1" in error_line(proc)
+    failure = json.loads((run_dir / "failure.json").read_text())
+    assert failure["reason"].startswith("loss became nan") and failure["error"] == "HpcdlError"
+    assert not (run_dir / "result.json").exists()
+    assert not (run_dir / "checkpoints" / "last.h5").exists()

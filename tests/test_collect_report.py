@@ -1,0 +1,175 @@
+"""Collector and reports: damaged runs get a state and a reason, no row is dropped; the HTML
+report renders in a real headless Chromium."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.synthetic import make_sweep
+from hpcdl.collect import collect
+from hpcdl.report import report
+from tests.conftest import hpcdl
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    return make_sweep(tmp_path, 12, epochs=6, fail_every=0)
+
+
+def point_dirs(sweep):
+    return sorted(p for p in sweep.iterdir() if p.is_dir())
+
+
+def local_state(run_dir, **fields):
+    path = run_dir / "local.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_damaged_runs_each_get_a_state_and_reason(sweep):
+    dirs = point_dirs(sweep)
+    # 0: truncated last metrics line (killed mid-write) but finished
+    with open(dirs[0] / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 7, "loss": 0.0')
+    # 1: job ended "successfully" but wrote no result.json
+    (dirs[1] / "result.json").unlink()
+    # 2: empty log, failed with exit 1, no result
+    (dirs[2] / "result.json").unlink()
+    (dirs[2] / "job.out").write_text("")
+    local_state(dirs[2], state="FAILED", exit_code=1)
+    # 3: a crashed job: only its config, and a runner that is gone
+    for name in ("metrics.jsonl", "result.json", "job.out"):
+        (dirs[3] / name).unlink()
+    local_state(dirs[3], state="RUNNING", host=os.uname().nodename, pid=2**22 + 12345)
+    # 4: NaN loss, no result
+    (dirs[4] / "result.json").unlink()
+    (dirs[4] / "metrics.jsonl").write_text('{"epoch": 1, "loss": null, "accuracy": 0.1}\n')
+    local_state(dirs[4], state="FAILED", exit_code=2)
+    # 5: result.json is garbage
+    (dirs[5] / "result.json").write_text("{not json")
+    # 6: time limit, with the training's own failure record
+    (dirs[6] / "result.json").unlink()
+    (dirs[6] / "failure.json").write_text(json.dumps({"reason": "interrupted"}))
+    local_state(dirs[6], state="TIMEOUT", exit_code=143)
+
+    with pytest.warns(UserWarning) as caught:
+        summary = collect(sweep, out=lambda _m: None)
+    assert len(summary) == 12  # no row dropped
+    rows = summary.set_index("point")
+    expect = {
+        0: ("FINISHED", ""),
+        1: ("FAILED", "ended without result.json"),
+        2: ("FAILED", "exit 1"),
+        3: ("LOST", "its process is gone"),
+        4: ("FAILED", "loss became NaN"),
+        5: ("FAILED", "result.json unreadable"),
+        6: ("TIMEOUT", "time limit reached: interrupted"),
+    }
+    for i, (state, reason) in expect.items():
+        row = rows.loc[dirs[i].name]
+        assert row["state"] == state, (i, row["state"], row["reason"])
+        assert reason in (row["reason"] if isinstance(row["reason"], str) else ""), (i, row)
+    assert rows.loc[dirs[0].name, "epochs_done"] == 6
+    messages = " ".join(str(w.message) for w in caught)
+    assert "unreadable line" in messages and "NaN" in messages
+    meta = json.loads((sweep / "collect.json").read_text())
+    assert meta["points"] == 12 and meta["partial"] is False
+    curves = pd.read_csv(sweep / "curves.csv")
+    assert set(curves["point"]) >= {d.name for d in dirs if (d / "metrics.jsonl").exists()}
+    assert pd.read_parquet(sweep / "summary.parquet").shape == summary.shape
+
+
+def test_collect_of_a_running_sweep_says_partial(sweep):
+    run = point_dirs(sweep)[0]
+    (run / "result.json").unlink()
+    local_state(run, state="RUNNING", host=os.uname().nodename, pid=os.getpid())
+    summary = collect(sweep, out=lambda _m: None)
+    assert json.loads((sweep / "collect.json").read_text())["partial"] is True
+    assert (summary["state"] == "RUNNING").sum() == 1
+
+
+def test_collect_is_idempotent(sweep):
+    collect(sweep, out=lambda _m: None)
+    first = (sweep / "summary.csv").read_text()
+    collect(sweep, out=lambda _m: None)
+    assert (sweep / "summary.csv").read_text() == first
+
+
+def test_report_answers_which_settings_won(sweep, tmp_path):
+    other = make_sweep(tmp_path / "b", 8, epochs=4, fail_every=4, name="other")
+    html_path, md_path = report([sweep], out=lambda _m: None)
+    md = md_path.read_text()
+    for heading in (
+        "## Overview",
+        "## Best runs (by test_accuracy)",
+        "### Effect of train.lr",
+        "## Per-class accuracy of the best run",
+        "## Failures (0)",
+    ):
+        assert heading in md, heading
+    summary = pd.read_csv(sweep / "summary.csv")
+    best = summary.sort_values("test_accuracy", ascending=False).iloc[0]
+    assert md.index(best["point"]) < md.index("### Effect")  # the winner heads the table
+    lr_table = summary.groupby("hp.train.lr")["test_accuracy"].mean()
+    assert f"{lr_table.max():.4g}" in md
+    page = html_path.read_text()
+    assert page.count("data:image/png;base64,") >= 3 and "http" not in page.split("<body>")[1]
+
+    compare_html, compare_md = report([sweep, other], out_dir=tmp_path / "cmp", out=lambda _m: None)
+    text = compare_md.read_text()
+    assert "## Best run of each sweep" in text and "other: Failures (2)" in text
+    assert "ResourceExhaustedError" in text  # the failing runs' log tails
+
+
+def test_report_renders_in_headless_chromium(sweep, tmp_path):
+    if not shutil.which("chromium"):
+        if os.environ.get("HPCDL_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed")
+        pytest.skip("no chromium (scripts/test.sh installs Debian's when run as root)")
+    html_path, _ = report([sweep], out=lambda _m: None)
+    shot = tmp_path / "report.png"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
+    subprocess.run(
+        ["chromium", *flags, "--window-size=1200,3000", f"--screenshot={shot}", html_path.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    dom = subprocess.run(
+        ["chromium", *flags, "--dump-dom", html_path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "Best runs" in dom and dom.count("<img") >= 3
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 3000 and pixels.shape[1] >= 1200
+    # a rendered page: text, tables and plots, not one blank colour
+    assert len(np.unique((pixels[..., :3] * 255).astype(int).reshape(-1, 3), axis=0)) > 50
+    shutil.copy(shot, html_path.parent / "report-screenshot.png")
+
+
+def test_report_command(sweep, env, tmp_path):
+    proc = hpcdl("report", str(sweep), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (sweep / "report.html").exists() and (sweep / "summary.csv").exists()
+    missing = hpcdl("report", str(tmp_path / "nothing"), env=env)
+    assert missing.returncode == 2 and "no sweep here" in missing.stderr
