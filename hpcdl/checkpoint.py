@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from hpcdl.errors import HpcdlError
+
 
 def save(path: Path, model: Any, optimizer: Any, attrs: dict[str, Any]) -> None:
     """Write weights, optimizer variables and attrs to `path` via a temporary file and a rename."""
@@ -31,6 +33,12 @@ def save(path: Path, model: Any, optimizer: Any, attrs: dict[str, Any]) -> None:
                 f.attrs[key] = value
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # HDF5 reports a full disk as RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        reason = str(err).split("error message = ")[-1].strip("')\n ") or type(err).__name__
+        raise HpcdlError(
+            f"cannot write checkpoint {path} ({reason}); the previous one is kept"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -11,6 +11,7 @@ from hpcdl.errors import HpcdlError
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hpcdl.config import parse_config, parse_overrides, read_yaml, set_path
+    from hpcdl.preempt import EXIT_STOPPED, Stopped
     from hpcdl.train import resolve_run_dir, train
 
     raw = read_yaml(args.config)
@@ -19,11 +20,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key, value in parse_overrides(args.set or []).items():
         set_path(raw, key, value)
     config = parse_config(raw, args.config)
-    train(
-        config,
-        resolve_run_dir(config, args.config, args.run_dir),
-        log=lambda msg: print(msg, flush=True),
-    )
+    try:
+        train(
+            config,
+            resolve_run_dir(config, args.config, args.run_dir),
+            log=lambda msg: print(msg, flush=True),
+        )
+    except Stopped as stop:
+        print(f"hpcdl: {stop}", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
     return 0
 
 
@@ -177,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HpcdlError as err:
         print(f"hpcdl: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, unwritable folder, ...: one line, not a traceback
+        where = f": {err.filename}" if err.filename else ""
+        print(f"hpcdl: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hpcdl: interrupted", file=sys.stderr)

@@ -7,6 +7,8 @@ so that a later `resume` can find jobs whose id never made it into the file.
 
 from __future__ import annotations
 
+import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +59,7 @@ class Manifest:
     submissions: list[Submission] = field(default_factory=list)
     created_at: str = field(default_factory=now)
     hpcdl_version: str = ""
+    uid: str = field(default_factory=lambda: secrets.token_hex(3))
 
     @property
     def path(self) -> Path:
@@ -67,6 +70,23 @@ class Manifest:
 
     def save(self) -> None:
         rundir.write_json_atomic(self.path, asdict(self))
+
+    def claim(self) -> None:
+        """Write the manifest only if none exists: of two `hpcdl sweep` runs racing for one
+        folder, exactly one gets it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise HpcdlError(
+                f"{self.path.parent} already holds sweep {self.name!r}: see `hpcdl status "
+                f"{self.path.parent}`, rerun what failed with `hpcdl resume "
+                f"{self.path.parent}`, or choose another name"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(rundir.dumps(asdict(self)))
+            f.flush()
+            os.fsync(f.fileno())
 
     def job_ids(self, kind: str | None = None) -> list[str]:
         return [s.job_id for s in self.submissions if s.job_id and (kind is None or s.kind == kind)]

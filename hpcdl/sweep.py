@@ -60,24 +60,29 @@ def plan(spec_path: str | Path, backend: str | None = None) -> tuple[SweepSpec, 
     return spec, base, points
 
 
-def _script_job(
+def script_job(
     spec: SweepSpec,
-    sweep_dir: Path,
+    manifest: Manifest | None,
     kind: str,
     token: str,
     count: int = 1,
     points_file: Path | None = None,
+    sweep_dir: Path | None = None,
 ) -> ScriptJob:
+    """What the job template needs for one submission. Job names carry the sweep's uid, so
+    that `resume` can find a job by name without mistaking another sweep's for it."""
+    uid = f"-{manifest.uid}" if manifest is not None and manifest.uid else ""
+    folder = Path(manifest.sweep_dir) if manifest is not None else sweep_dir
     return ScriptJob(
         kind=kind,
         sweep=spec.name,
-        sweep_dir=sweep_dir,
-        job_name=f"hpcdl-{spec.name}-{token}",
+        sweep_dir=folder,
+        job_name=f"hpcdl-{spec.name}{uid}-{token}",
         resources=spec.resources,
         count=count,
         throttle=spec.max_concurrent,
         points_file=points_file,
-        log_dir=sweep_dir / "logs",
+        log_dir=folder / "logs",
         setup=tuple(spec.scheduler.setup),
         env=spec.env,
         launcher=spec.scheduler.launcher,
@@ -93,7 +98,9 @@ def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
     table = pd.DataFrame(rows).to_string(index=False) if rows else "(no points)"
     backend = get_backend(spec.backend, spec.scheduler.flavor)
     chunk = min(len(points), spec.scheduler.max_array_size or len(points))
-    job = _script_job(spec, sweep_dir, "array", "a000", chunk, sweep_dir / "jobs" / "a000.points")
+    job = script_job(
+        spec, None, "array", "a000", chunk, sweep_dir / "jobs" / "a000.points", sweep_dir
+    )
     script = backend.render(job, spec.scheduler.template, created="(dry run)")
     return (
         f"sweep {spec.name}: {len(points)} point(s), backend {spec.backend}, "
@@ -109,23 +116,7 @@ def create(
     """Write the sweep's folders and manifest, then submit (cluster) or run (local) every point."""
     spec, base, points = plan(spec_path, backend)
     sweep_dir = (Path(spec.results_dir) / spec.name).resolve()
-    if (sweep_dir / "sweep.json").exists():
-        raise HpcdlError(
-            f"{sweep_dir} already holds sweep {spec.name!r}: see `hpcdl status {sweep_dir}`, "
-            f"rerun what failed with `hpcdl resume {sweep_dir}`, or choose another name"
-        )
     runner = get_backend(spec.backend, spec.scheduler.flavor)
-    for sub in ("jobs", "logs"):
-        (sweep_dir / sub).mkdir(parents=True, exist_ok=True)
-    rundir.write_text_atomic(sweep_dir / "spec.yaml", Path(spec_path).read_text())
-    entries = []
-    for p in points:
-        run_dir = sweep_dir / p.id
-        run_dir.mkdir(exist_ok=True)
-        rundir.write_yaml_atomic(
-            run_dir / rundir.CONFIG, {**config_to_dict(p.config), "run_dir": str(run_dir)}
-        )
-        entries.append(PointEntry(p.id, p.overrides, str(run_dir)))
     manifest = Manifest(
         name=spec.name,
         backend=spec.backend,
@@ -133,10 +124,19 @@ def create(
         spec_path=str(Path(spec_path).resolve()),
         spec=spec.model_dump(mode="json"),
         base=base,
-        points=entries,
+        points=[PointEntry(p.id, p.overrides, str(sweep_dir / p.id)) for p in points],
         hpcdl_version=__version__,
     )
-    manifest.save()
+    manifest.claim()  # first: a second `hpcdl sweep` of the same name stops here
+    for sub in ("jobs", "logs"):
+        (sweep_dir / sub).mkdir(exist_ok=True)
+    rundir.write_text_atomic(sweep_dir / "spec.yaml", Path(spec_path).read_text())
+    for p in points:
+        run_dir = sweep_dir / p.id
+        run_dir.mkdir(exist_ok=True)
+        rundir.write_yaml_atomic(
+            run_dir / rundir.CONFIG, {**config_to_dict(p.config), "run_dir": str(run_dir)}
+        )
     out(f"sweep {spec.name}: {len(points)} point(s) in {sweep_dir}")
     submit(manifest, spec, runner, [p.id for p in points], "a", out)
     return manifest
@@ -153,22 +153,25 @@ def submit(
     point_ids: list[str],
     prefix: str,
     out: Callable[[str], None] = print,
+    also_wait_for: tuple[str, ...] = (),
 ) -> list[Submission]:
     """Submit `point_ids` as job arrays (split at the scheduler's MaxArraySize), then the collect
-    job after them; the local backend runs them now instead. The manifest is saved around every
-    scheduler call."""
+    job after them (and after `also_wait_for`); the local backend runs them now instead.
+
+    Every submission is recorded as planned, with a unique job name, before its scheduler call,
+    and the manifest is saved after each call: a crash leaves a record `resume` can reconcile."""
     sweep_dir = Path(manifest.sweep_dir)
     if spec.backend == "local":
         return [_run_local(manifest, spec, runner, point_ids, prefix, out)]
-    size = runner.max_array_size()
+    size = runner.max_array_size() if point_ids else 1
     if spec.scheduler.max_array_size:
         size = min(size, spec.scheduler.max_array_size)
-    chunks = [point_ids[i : i + size] for i in range(0, len(point_ids), size)]
     planned = []
-    for chunk in chunks:  # plan every submission first: a crash leaves them all on record
+    for start in range(0, len(point_ids), size):
+        chunk = point_ids[start : start + size]
         token = manifest.next_token(prefix)
         points_file = sweep_dir / "jobs" / f"{token}.points"
-        job = _script_job(spec, sweep_dir, "array", token, len(chunk), points_file)
+        job = script_job(spec, manifest, "array", token, len(chunk), points_file)
         script = sweep_dir / "jobs" / f"{token}.sh"
         rundir.write_text_atomic(
             points_file, "".join(manifest.point(pid).run_dir + "\n" for pid in chunk)
@@ -181,18 +184,18 @@ def submit(
     for sub, job in planned:
         _submit_one(manifest, runner, sub, job, None)
         out(f"submitted {sub.job_name}: job {sub.job_id} ({len(sub.points)} point(s))")
-    array_ids = [s.job_id for s, _ in planned if s.job_id]
     done = [s for s, _ in planned]
-    if spec.collect and array_ids:
+    after = [s.job_id for s in done if s.job_id] + list(also_wait_for)
+    if spec.collect and after:
         token = manifest.next_token("c")
-        job = _script_job(spec, sweep_dir, "collect", token)
+        job = script_job(spec, manifest, "collect", token)
         script = sweep_dir / "jobs" / f"{token}.sh"
         rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
         sub = Submission(token, "collect", job.job_name, str(script))
         manifest.submissions.append(sub)
         manifest.save()
-        _submit_one(manifest, runner, sub, job, array_ids)
-        out(f"submitted {sub.job_name}: job {sub.job_id} (collect, after {','.join(array_ids)})")
+        _submit_one(manifest, runner, sub, job, after)
+        out(f"submitted {sub.job_name}: job {sub.job_id} (collect, after {','.join(after)})")
         done.append(sub)
     return done
 
@@ -210,6 +213,35 @@ def _submit_one(
     manifest.save()
 
 
+def reconcile(manifest: Manifest, runner: Backend, out: Callable[[str], None] = print) -> list[str]:
+    """Settle submissions an interrupted `hpcdl sweep` left unconfirmed: a job the scheduler
+    knows by its unique name is recorded (never submitted twice); an array it does not know is
+    submitted now. Unconfirmed collect jobs are dropped (resume submits a fresh one).
+    Returns the ids of the arrays this confirmed or submitted."""
+    open_subs = [s for s in manifest.submissions if s.state in ("planned", "failed")]
+    if not open_subs:
+        return []
+    found = runner.find_jobs([s.job_name for s in open_subs], manifest.created_at)
+    spec = spec_of(manifest)
+    arrays = []
+    for sub in open_subs:
+        if sub.job_name in found:
+            sub.job_id, sub.state, sub.submitted_at = found[sub.job_name], "submitted", now()
+            out(f"found {sub.job_name}: job {sub.job_id} (its submission was not recorded)")
+        elif sub.kind == "collect":
+            sub.state = "dropped"
+        else:
+            job = script_job(
+                spec, manifest, "array", sub.token, len(sub.points), Path(sub.points_file or "")
+            )
+            _submit_one(manifest, runner, sub, job, None)
+            out(f"submitted {sub.job_name}: job {sub.job_id} (was planned, never submitted)")
+        if sub.kind == "array" and sub.job_id:
+            arrays.append(sub.job_id)
+        manifest.save()
+    return arrays
+
+
 def _run_local(
     manifest: Manifest,
     spec: SweepSpec,
@@ -221,7 +253,7 @@ def _run_local(
     sweep_dir = Path(manifest.sweep_dir)
     token = manifest.next_token(prefix)
     points_file = sweep_dir / "jobs" / f"{token}.points"
-    job = _script_job(spec, sweep_dir, "array", token, len(point_ids), points_file)
+    job = script_job(spec, manifest, "array", token, len(point_ids), points_file)
     script = sweep_dir / "jobs" / f"{token}.sh"
     run_dirs = [Path(manifest.point(pid).run_dir) for pid in point_ids]
     rundir.write_text_atomic(points_file, "".join(f"{d}\n" for d in run_dirs))
@@ -280,7 +312,8 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
             record = records.get(job_key or "") or (
                 records.get(sub_index[0].job_id or "") if sub_index else None
             )
-        state, reason = point_state(Path(entry.run_dir), sub_index is not None, record)
+        unconfirmed = sub_index is not None and sub_index[0].state in ("planned", "failed")
+        state, reason = point_state(Path(entry.run_dir), sub_index is not None, record, unconfirmed)
         label = " ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "(base)"
         out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label, record))
     return out
@@ -322,12 +355,16 @@ BASE_REASONS = {
 }
 
 
-def point_state(run_dir: Path, submitted: bool, record: JobRecord | None) -> tuple[str, str]:
+def point_state(
+    run_dir: Path, submitted: bool, record: JobRecord | None, unconfirmed: bool = False
+) -> tuple[str, str]:
     """(state, reason) of one point: its files first, the scheduler's word second."""
     if (run_dir / rundir.RESULT).exists():
         return "FINISHED", ""
     if not submitted:
         return "MISSING", "never submitted"
+    if unconfirmed:
+        return "UNCONFIRMED", "its submission was not recorded; `hpcdl resume` settles it"
     if record is None:
         return "UNKNOWN", "the scheduler has no record of its job"
     state = record.state
@@ -363,6 +400,14 @@ def counts(points: list[PointStatus]) -> dict[str, int]:
 def format_status(manifest: Manifest, points: list[PointStatus], verbose: bool) -> str:
     summary = ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())
     lines = [f"sweep {manifest.name} ({manifest.backend}, {len(points)} points): {summary}"]
+    for sub in manifest.submissions:  # what was submitted, and what may not have been
+        what = f"{len(sub.points)} point(s)" if sub.kind == "array" else "collect"
+        job = f"job {sub.job_id}" if sub.job_id else "no job id"
+        if verbose or sub.state != "submitted":
+            lines.append(
+                f"  submission {sub.token}: {sub.state}, {job}, {what}"
+                + (f" ({sub.error})" if sub.error else "")
+            )
     shown = points if verbose else [p for p in points if p.state != "FINISHED"]
     for p in shown[:200] if not verbose else shown:
         reason = f"  {p.reason}" if p.reason else ""
@@ -394,11 +439,12 @@ def resume(
             manifest.spec["resources"] = Resources.model_validate(resources).model_dump(mode="json")
         except ValidationError as err:
             raise HpcdlError(format_validation_error(err, "--time")) from None
-    todo = [p.id for p in statuses(manifest) if p.state in RERUN_STATES]
-    if not todo:
-        out(f"sweep {manifest.name}: nothing to resume")
-        return []
     spec = spec_of(manifest)
     runner = get_backend(spec.backend, spec.scheduler.flavor)
+    settled = reconcile(manifest, runner, out) if spec.backend != "local" else []
+    todo = [p.id for p in statuses(manifest) if p.state in RERUN_STATES]
+    if not todo and not settled:
+        out(f"sweep {manifest.name}: nothing to resume")
+        return []
     out(f"sweep {manifest.name}: resubmitting {len(todo)} point(s)")
-    return submit(manifest, spec, runner, todo, "r", out)
+    return submit(manifest, spec, runner, todo, "r", out, also_wait_for=tuple(settled))

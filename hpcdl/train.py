@@ -29,6 +29,17 @@ import numpy as np
 from hpcdl import __version__, checkpoint, rundir
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
+from hpcdl.preempt import Stopped, StopRequest, requeue_self
+
+STOP_CHECK_STEPS = 10  # steps between the ranks' agreement on a stop request
+PARTIAL_KEYS = ("partial_loss", "partial_correct", "partial_wait", "partial_seconds")
+FRESH_STATE = {
+    "epoch": 0,
+    "step": 0,
+    "best_loss": float("inf"),
+    "best_epoch": 0,
+    **dict.fromkeys(PARTIAL_KEYS, 0.0),
+}
 
 
 @dataclass
@@ -205,18 +216,19 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             run_dir / rundir.CONFIG, {**config_to_dict(config), "run_dir": str(run_dir)}
         )
         (run_dir / rundir.FAILURE).unlink(missing_ok=True)
-        state = {"epoch": 0, "best_loss": float("inf"), "best_epoch": 0}
+        state = dict(FRESH_STATE)
         if (ckpt_dir / "last.h5").exists():
             attrs = checkpoint.load(ckpt_dir / "last.h5", model, optimizer)
-            state = {k: attrs[k].item() if hasattr(attrs[k], "item") else attrs[k] for k in state}
+            state.update({k: _plain(v) for k, v in attrs.items() if k in state})
         rundir.truncate_metrics(run_dir, state["epoch"])
         return state
 
     state = agree(open_run_dir)
     hvd.broadcast_variables(model.variables, root_rank=0)
     hvd.broadcast_variables(optimizer.variables, root_rank=0)
-    if state["epoch"]:
-        say(f"resuming {run_dir} after epoch {state['epoch']}")
+    if state["epoch"] or state["step"]:
+        within = f", step {state['step']} of epoch {state['epoch'] + 1}" if state["step"] else ""
+        say(f"resuming {run_dir} after epoch {state['epoch']}{within}")
     say(
         f"training {config.model.name} on {config.data.name}: {len(data.train)} train, "
         f"{len(data.val) if data.val else 0} validation, {len(data.test)} test samples; "
@@ -267,13 +279,47 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         count = confusion.sum()
         return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
 
-    def save_checkpoint(name: str, epoch: int) -> None:
+    def save_checkpoint(name: str, epoch: int, step: int = 0, partial=(0.0, 0.0, 0.0, 0.0)):
+        """epoch: epochs completed; step > 0: that many steps of the next one, whose running
+        sums over all ranks (loss, correct, wait, seconds) are `partial`."""
         checkpoint.save(
             ckpt_dir / name,
             model,
             optimizer,
-            {"epoch": epoch, "best_loss": state["best_loss"], "best_epoch": state["best_epoch"]},
+            {
+                "epoch": epoch,
+                "step": step,
+                "best_loss": state["best_loss"],
+                "best_epoch": state["best_epoch"],
+                **dict(zip(PARTIAL_KEYS, partial, strict=True)),
+            },
         )
+
+    def should_stop(step: int) -> bool:
+        """The same answer on every rank: checked each step on one rank, every
+        STOP_CHECK_STEPS steps across ranks (one tiny allreduce)."""
+        if ctx.size == 1:
+            return stopper.signum is not None
+        if (step + 1) % STOP_CHECK_STEPS:
+            return False
+        flag = tf.constant(1 if stopper.signum is not None else 0)
+        return bool(hvd.allreduce(flag, op=hvd.Max).numpy())
+
+    def stop_now(epoch: int, step: int, partial: np.ndarray) -> None:
+        """Checkpoint mid-epoch, record why, ask to be requeued, and leave (all ranks)."""
+        signame = stopper.name or "a signal"
+        reason = (
+            f"stopped by {signame} at epoch {epoch} step {step}/{len(batches)}; checkpoint written"
+        )
+
+        def write():
+            save_checkpoint("last.h5", epoch - 1, step, tuple(partial))
+            rundir.write_json_atomic(run_dir / rundir.FAILURE, {"reason": reason + "; requeueing"})
+            return requeue_self()
+
+        note = agree(write)
+        say(f"{reason}; {note}")
+        raise Stopped(f"{reason}; {note}")
 
     def write_epoch(record: dict[str, Any], epoch: int, improved: bool) -> None:
         """Rank 0: the metrics line first, then the checkpoints (resume trims extra lines)."""
@@ -282,6 +328,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             save_checkpoint("best.h5", epoch)
         save_checkpoint("last.h5", epoch)
 
+    stopper = StopRequest().install()
     with rundir.failure_recorded(run_dir, enabled=ctx.is_root):
         for epoch in range(state["epoch"] + 1, ts.epochs + 1):
             t0 = time.perf_counter()
@@ -294,25 +341,35 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
                 epoch,
                 ts.steps_per_epoch,
             )
+            # a resumed epoch skips the steps done before the stop; rank 0 carries their sums
+            first = state["step"] if epoch == state["epoch"] + 1 else 0
+            carried = [state[k] for k in PARTIAL_KEYS] if first and ctx.is_root else [0.0] * 4
             sums, waited = [], 0.0
-            for (x, y), wait in prefetch(
-                batches, lambda idx: (data.train.take(idx), data.train.labels[idx])
-            ):
+            feed = prefetch(
+                batches[first:], lambda idx: (data.train.take(idx), data.train.labels[idx])
+            )
+            for step, ((x, y), wait) in enumerate(feed, start=first):
                 waited += wait
                 sums.append(train_step(tf.constant(x), tf.constant(y)))
+                if step + 1 < len(batches) and should_stop(step):
+                    done = [float(np.sum([s[i] for s in sums])) for i in (0, 1)]
+                    seconds = time.perf_counter() - t0
+                    partial = allsum(np.add(carried, [*done, waited, seconds / ctx.size]))
+                    stop_now(epoch, step + 1, partial)
             loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
-            total = allsum([loss_sum, correct, len(batches) * ts.batch_size, waited])
-            train_seconds = time.perf_counter() - t0
-            record = {"epoch": epoch, "loss": total[0] / total[2], "accuracy": total[1] / total[2]}
+            total = allsum([loss_sum + carried[0], correct + carried[1], waited + carried[2]])
+            count = len(batches) * ts.batch_size * ctx.size  # full batches, equal on all ranks
+            train_seconds = time.perf_counter() - t0 + carried[3]
+            record = {"epoch": epoch, "loss": total[0] / count, "accuracy": total[1] / count}
             if data.val is not None:
                 record["val_loss"], record["val_accuracy"], _ = evaluate(data.val)
-            epoch_seconds = time.perf_counter() - t0
+            epoch_seconds = time.perf_counter() - t0 + carried[3]
             record.update(
                 {
                     "lr": float(schedule(optimizer.iterations)),
                     "epoch_seconds": epoch_seconds,
-                    "samples_per_second": total[2] / train_seconds,
-                    "data_wait_seconds": total[3] / ctx.size,
+                    "samples_per_second": count / train_seconds,
+                    "data_wait_seconds": total[2] / ctx.size,
                     "steps": len(batches),
                     "ranks": ctx.size,
                     "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -387,6 +444,11 @@ def _epoch_line(r: dict[str, Any], epochs: int) -> str:
         f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
         f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s"
     )
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute as a Python number."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _horovod_version() -> str:

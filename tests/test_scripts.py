@@ -100,7 +100,7 @@ def test_slurm_directives_cover_every_resource():
         "#SBATCH --mail-type=END",
     ):
         assert line in text.splitlines()
-    assert "srun --mpi=pmix --cpus-per-task=8 " in text
+    assert "srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task=8 " in text
     custom = Slurm().render(demo_job(gres="gpu:a100:2", gpus_per_node=2))
     assert "#SBATCH --gres=gpu:a100:2" in custom and "--gres=gpu:2\n" not in custom
 

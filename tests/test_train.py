@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -204,3 +205,61 @@ def test_diverging_run_stops_with_a_reason_and_no_result(env, tmp_path):
     assert failure["reason"].startswith("loss became nan") and failure["error"] == "HpcdlError"
     assert not (run_dir / "result.json").exists()
     assert not (run_dir / "checkpoints" / "last.h5").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_epoch_checkpoints_and_resumes_to_the_same_end(env, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    args = sum(
+        (
+            ["--set", a]
+            for a in (
+                "train.epochs=3",
+                "data.train_subset=4000",
+                "data.test_subset=500",
+                "train.batch_size=32",
+            )
+        ),
+        [],
+    )
+    straight = tmp_path / "straight"
+    assert hpcdl("train", MNIST, "--run-dir", str(straight), *args, env=env).returncode == 0
+
+    stopped = tmp_path / "stopped"
+    exe = str(Path(sys.executable).with_name("hpcdl"))
+    proc = subprocess.Popen(
+        [exe, "train", MNIST, "--run-dir", str(stopped), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # early in epoch 2
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err
+    assert "stopped by SIGTERM at epoch 2 step" in err
+    failure = json.loads((stopped / "failure.json").read_text())
+    assert failure["reason"].startswith("stopped by SIGTERM at epoch 2")
+    with h5py.File(stopped / "checkpoints" / "last.h5") as f:
+        assert f.attrs["epoch"] == 1 and 0 < f.attrs["step"] < 125
+
+    proc = hpcdl("train", MNIST, "--run-dir", str(stopped), *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stdout and "of epoch 2" in proc.stdout
+    assert not (stopped / "failure.json").exists()
+    for a, b in zip(weights(straight), weights(stopped), strict=True):
+        np.testing.assert_array_equal(a, b)
+    epochs = [json.loads(x) for x in (stopped / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    for a, b in zip(epochs, ref, strict=True):  # the interrupted epoch's sums carried over
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+        assert a["accuracy"] == pytest.approx(b["accuracy"], rel=1e-9)

@@ -80,6 +80,7 @@ class Backend:
     """Base class: render a script from directives + the shared template; submit; query; cancel."""
 
     name = "base"
+    can_requeue = False  # can a job requeue itself (SLURM: scontrol requeue)
     index_expr = "0"
     job_id_expr = "local"
     template_name = "job.sh.j2"
@@ -126,6 +127,7 @@ class Backend:
                 setup=list(job.setup),
                 launch=self.launch(job) if job.kind == "array" else "",
                 ranks=job.resources.ranks,
+                requeue=job.requeue if self.can_requeue else 0,
                 resources=job.resources,
             )
         except jinja2.TemplateError as err:
@@ -143,6 +145,10 @@ class Backend:
         raise NotImplementedError
 
     def cancel(self, job_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
+        """Job ids of jobs with these (unique) names submitted since `since`, by name."""
         raise NotImplementedError
 
 

@@ -166,6 +166,21 @@ class PBS(Backend):
         proc = run_scheduler(cmd, "qstat", check=False)
         return parse_qstat_f(proc.stdout)
 
+    def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
+        out = run_scheduler(
+            ["qstat", "-f", *(["-x"] if self.flavor == "pro" else [])], "qstat", check=False
+        ).stdout
+        found, job_id = {}, None
+        for line in out.splitlines():
+            head = re.match(r"^Job Id:\s*(\S+)", line)
+            if head:
+                job_id = head.group(1)
+            elif job_id and line.strip().startswith("Job_Name"):
+                name = line.split("=", 1)[1].strip()
+                if name in names:
+                    found.setdefault(name, job_id)
+        return found
+
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
             run_scheduler(["qdel", *job_ids], "qdel", check=False)

@@ -105,6 +105,7 @@ def parse_sacct(text: str) -> dict[str, JobRecord]:
 
 class Slurm(Backend):
     name = "slurm"
+    can_requeue = True
     index_expr = "${SLURM_ARRAY_TASK_ID:-0}"
     job_id_expr = "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}"
 
@@ -134,6 +135,9 @@ class Slurm(Backend):
             f"--output={job.log_dir}/slurm-%A_%a.out",
             "--open-mode=append",
         ]
+        if job.requeue:  # warn before the time limit; the run checkpoints and requeues itself
+            warn = min(r.signal_seconds, r.time_seconds // 2)
+            lines += [f"--signal=B:USR1@{warn}", "--requeue"]
         if r.gres:
             lines.append(f"--gres={r.gres}")
         elif r.gpus_per_node:
@@ -150,7 +154,8 @@ class Slurm(Backend):
         if r.ranks == 1:
             return ""
         if job.launcher in ("auto", "srun"):
-            return f"srun --mpi=pmix --cpus-per-task={r.cpus_per_task} "
+            # one dead rank ends the step instead of leaving the others in an allreduce
+            return f"srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task={r.cpus_per_task} "
         if job.launcher == "mpirun":
             return "mpirun -np $SLURM_NTASKS "
         hosts = horovod_hosts_expr(
@@ -196,3 +201,33 @@ class Slurm(Backend):
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
             run_scheduler(["scancel", *job_ids], "scancel")
+
+    def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
+        if not names:
+            return {}
+        found: dict[str, str] = {}
+        queued = run_scheduler(
+            ["squeue", "-h", "-r", "--name", ",".join(names), "-o", "%F|%j"], "squeue", check=False
+        ).stdout
+        since = since.split("+")[0]  # sacct wants local time without the offset
+        done = run_scheduler(
+            [
+                "sacct",
+                "-X",
+                "-n",
+                "-P",
+                "-S",
+                since,
+                "--name",
+                ",".join(names),
+                "-o",
+                "JobID,JobName",
+            ],
+            "sacct",
+            check=False,
+        ).stdout
+        for line in [*queued.splitlines(), *done.splitlines()]:
+            job_id, _, name = line.partition("|")
+            if name in names and job_id:
+                found.setdefault(name, job_id.split("_")[0])
+        return found

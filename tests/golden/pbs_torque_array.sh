@@ -16,6 +16,7 @@ INDEX=${PBS_ARRAYID:-${SLURM_ARRAY_TASK_ID:-0}}
 POINTS_FILE=/scratch/me/results/demo/jobs/a000.points
 RUN_DIR=$(sed -n "$((INDEX + 1))p" "$POINTS_FILE")
 if [ -z "$RUN_DIR" ]; then echo "hpcdl: no point for array index $INDEX in $POINTS_FILE" >&2; exit 2; fi
+export HPCDL_REQUEUE_MAX=0
 cd "$RUN_DIR" || exit 2
 echo "== $(date -Is) pbs job ${PBS_JOBID:-${SLURM_JOB_ID:-}} on $(hostname): 4 rank(s)" >> job.out
 # exec: the scheduler's signals (time-limit warning, cancel) reach the training process directly

@@ -1,0 +1,72 @@
+"""Stop requests (time-limit warning, preemption, Ctrl-C) and requeueing.
+
+SLURM sends SIGUSR1 ahead of the time limit (``--signal=B:USR1@N`` in hpcdl's job scripts) and
+SIGTERM when it preempts or cancels; the local backend sends SIGTERM at its time limit and on
+Ctrl-C. The handlers only set a flag: the training loop checks it at step boundaries that all
+ranks agree on, writes a checkpoint, and then asks the scheduler to requeue the job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; resume continues
+
+
+class StopRequest:
+    """Remembers the first stop signal received."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> StopRequest:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+
+class Stopped(Exception):  # noqa: N818 (an outcome, not an error)
+    """Training stopped on request after writing a checkpoint."""
+
+
+def slurm_job_id() -> str | None:
+    """This job's id as scontrol names it (array tasks as ARRAYID_INDEX)."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def requeue_self() -> str:
+    """Requeue this SLURM job when allowed (HPCDL_REQUEUE_MAX > restarts so far).
+
+    Returns what happened, for the log and failure.json. Other schedulers: PBS lets only
+    managers requeue (qrerun), so hpcdl leaves such runs to `hpcdl resume`.
+    """
+    job = slurm_job_id()
+    limit = int(os.environ.get("HPCDL_REQUEUE_MAX", "0") or 0)
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if not job or limit <= 0:
+        return "not requeued (run `hpcdl resume` to continue)"
+    if restarts >= limit:
+        return f"not requeued: already requeued {restarts} time(s), the limit"
+    proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"requeue failed ({proc.stderr.strip()}); run `hpcdl resume` to continue"
+    return f"requeued job {job} ({restarts + 1}/{limit})"
