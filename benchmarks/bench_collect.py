@@ -26,9 +26,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synthetic import make_sweep  # noqa: E402
 
 HPCDL = str(Path(sys.executable).with_name("hpcdl"))
-MEASURE = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], "
-           "capture_output=True); sys.exit(p.returncode) if p.returncode else "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+MEASURE = (
+    "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], "
+    "capture_output=True); sys.exit(p.returncode) if p.returncode else "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
 
 
 def measured(cmd: list[str]) -> tuple[float, float]:
@@ -54,23 +56,31 @@ def main() -> None:
         for _ in range(args.repeats):
             c_wall, c_mem = measured([HPCDL, "collect", str(sweep)])
             r_wall, r_mem = measured([HPCDL, "report", str(sweep), "--no-collect"])
-            runs.append({"collect_s": c_wall, "collect_mb": c_mem, "report_s": r_wall,
-                         "report_mb": r_mem})
+            runs.append(
+                {"collect_s": c_wall, "collect_mb": c_mem, "report_s": r_wall, "report_mb": r_mem}
+            )
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    result = {"points": args.points, "epochs_per_point": 20, "generate_s": made,
-              "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Python "
-                         f"{platform.python_version()}", "median": med, "runs": runs}
+    result = {
+        "points": args.points,
+        "epochs_per_point": 20,
+        "generate_s": made,
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "median": med,
+        "runs": runs,
+    }
     out = ROOT / "results" / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
     (out / "collect.json").write_text(json.dumps(result, indent=2) + "\n")
-    md = (f"# Collect and report on {args.points:,} run directories\n\n"
-          f"Measured with `python benchmarks/bench_collect.py` on {result['machine']}; medians "
-          f"of {args.repeats} runs, each command in a fresh process (Python start-up included)."
-          "\n\n| command | wall time | peak memory | target |\n|---|---|---|---|\n"
-          f"| `hpcdl collect` | {med['collect_s']:.2f} s | {med['collect_mb']:.0f} MB | "
-          "< 10 s, < 2 GB |\n"
-          f"| `hpcdl report --no-collect` | {med['report_s']:.2f} s | {med['report_mb']:.0f} MB | "
-          "< 30 s, < 2 GB |\n")
+    md = (
+        f"# Collect and report on {args.points:,} run directories\n\n"
+        f"Measured with `python benchmarks/bench_collect.py` on {result['machine']}; medians "
+        f"of {args.repeats} runs, each command in a fresh process (Python start-up included)."
+        "\n\n| command | wall time | peak memory | target |\n|---|---|---|---|\n"
+        f"| `hpcdl collect` | {med['collect_s']:.2f} s | {med['collect_mb']:.0f} MB | "
+        "< 10 s, < 2 GB |\n"
+        f"| `hpcdl report --no-collect` | {med['report_s']:.2f} s | {med['report_mb']:.0f} MB | "
+        "< 30 s, < 2 GB |\n"
+    )
     (out / "collect.md").write_text(md)
     print(md)
 

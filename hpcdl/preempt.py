@@ -21,6 +21,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.ignored: set[int] = set()
         self._previous: dict[int, object] = {}
 
     def install(self) -> StopRequest:
@@ -34,8 +35,14 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, _frame) -> None:
-        if self.signum is None:
+        if self.signum is None and signum not in self.ignored:
             self.signum = signum
+
+    def ignore(self, signum: int) -> None:
+        """Forget a request of this kind and take no more of them."""
+        self.ignored.add(signum)
+        if self.signum == signum:
+            self.signum = None
 
     @property
     def name(self) -> str:
@@ -53,19 +60,26 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def requeue_self() -> str:
-    """Requeue this SLURM job when allowed (HPCDL_REQUEUE_MAX > restarts so far).
-
-    Returns what happened, for the log and failure.json. Other schedulers: PBS lets only
-    managers requeue (qrerun), so hpcdl leaves such runs to `hpcdl resume`.
-    """
-    job = slurm_job_id()
+def requeue_blocker() -> str | None:
+    """Why this job cannot requeue itself, or None when it can (SLURM, HPCDL_REQUEUE_MAX >
+    restarts so far). PBS lets only managers requeue (qrerun): there `hpcdl resume` does it."""
     limit = int(os.environ.get("HPCDL_REQUEUE_MAX", "0") or 0)
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-    if not job or limit <= 0:
-        return "not requeued (run `hpcdl resume` to continue)"
+    if not slurm_job_id() or limit <= 0:
+        return "this job does not requeue itself"
     if restarts >= limit:
-        return f"not requeued: already requeued {restarts} time(s), the limit"
+        return f"already requeued {restarts} time(s), the limit"
+    return None
+
+
+def requeue_self() -> str:
+    """Requeue this SLURM job when allowed; returns what happened, for the log."""
+    blocker = requeue_blocker()
+    if blocker:
+        return f"not requeued: {blocker} (run `hpcdl resume` to continue)"
+    limit = int(os.environ["HPCDL_REQUEUE_MAX"])
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    job = slurm_job_id()
     proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
     if proc.returncode != 0:
         return f"requeue failed ({proc.stderr.strip()}); run `hpcdl resume` to continue"

@@ -365,6 +365,8 @@ def build(sweeps: list[SweepData]) -> tuple[str, str]:
         text: str | None = None,
         level: int = 2,
     ):
+        if df is None and img is None and text is None:
+            return  # nothing to show (e.g. no setting varies)
         h.append(f"<h{level}>{html.escape(title)}</h{level}>")
         md.append(f"\n{'#' * level} {title}\n\n")
         if text:
@@ -375,6 +377,7 @@ def build(sweeps: list[SweepData]) -> tuple[str, str]:
             md.append(md_table(df))
         if img:
             h.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{img}'>")
+            md.append("(plot in report.html)\n")
 
     section("Overview", overview(sweeps))
     if len(sweeps) > 1:

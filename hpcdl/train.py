@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ import numpy as np
 from hpcdl import __version__, checkpoint, rundir
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
-from hpcdl.preempt import Stopped, StopRequest, requeue_self
+from hpcdl.preempt import Stopped, StopRequest, requeue_blocker, requeue_self
 
 STOP_CHECK_STEPS = 10  # steps between the ranks' agreement on a stop request
 PARTIAL_KEYS = ("partial_loss", "partial_correct", "partial_wait", "partial_seconds")
@@ -313,11 +314,21 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         )
 
         def write():
+            blocker = requeue_blocker()
+            if stopper.signum == signal.SIGUSR1 and blocker:
+                return None  # only a warning, and no requeue to gain from stopping early
             save_checkpoint("last.h5", epoch - 1, step, tuple(partial))
             rundir.write_json_atomic(run_dir / rundir.FAILURE, {"reason": reason + "; requeueing"})
             return requeue_self()
 
         note = agree(write)
+        if note is None:
+            stopper.ignore(signal.SIGUSR1)
+            say(
+                f"time-limit warning at epoch {epoch} step {step}: {requeue_blocker()}; "
+                "training on, a checkpoint follows at the limit"
+            )
+            return
         say(f"{reason}; {note}")
         raise Stopped(f"{reason}; {note}")
 

@@ -101,6 +101,7 @@ def test_failed_and_timed_out_points_resume_without_rerunning_finished(
             {"train.lr": 0.003, "train.epochs": 80, "data.train_subset": 3000},
         ],
         resources={"time": "1"},  # one minute: the 80-epoch point cannot make it
+        scheduler={"requeue": 0},  # the classic path: killed at the limit, `resume` continues
     )
     proc = hpcdl("sweep", str(spec), env=env)
     assert proc.returncode == 0, proc.stderr

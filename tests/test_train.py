@@ -263,3 +263,41 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_to_the_same_end(env, tmp_path
     for a, b in zip(epochs, ref, strict=True):  # the interrupted epoch's sums carried over
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
         assert a["accuracy"] == pytest.approx(b["accuracy"], rel=1e-9)
+
+
+def test_time_limit_warning_without_requeue_trains_on(env, tmp_path):
+    """SIGUSR1 is only a warning: where the job cannot requeue itself (here: not under SLURM)
+    stopping early would gain nothing, so the run goes on (SIGTERM at the limit stops it)."""
+    import signal
+    import subprocess
+    import time
+
+    run_dir = tmp_path / "run"
+    exe = str(Path(sys.executable).with_name("hpcdl"))
+    proc = subprocess.Popen(
+        [
+            exe,
+            "train",
+            MNIST,
+            "--run-dir",
+            str(run_dir),
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.batch_size=32",
+            *SMALL_MNIST,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.jsonl").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "time-limit warning at epoch 2" in out and "training on" in out
+    assert (run_dir / "result.json").exists()
