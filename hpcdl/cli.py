@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hpcdl import __version__
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except HpcdlError as err:
         print(f"hpcdl: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `hpcdl ... | head`: the reader left, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:  # disk full, unwritable folder, ...: one line, not a traceback
         where = f": {err.filename}" if err.filename else ""
         print(f"hpcdl: error: {err.strerror or err}{where}", file=sys.stderr)

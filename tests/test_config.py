@@ -68,3 +68,17 @@ def test_overrides_parse_yaml_values():
     assert raw == {"train": {"lr": 0.5}, "model": {"filters": [4, 8]}}
     with pytest.raises(HpcdlError, match="expected KEY=VALUE"):
         parse_overrides(["train.lr"])
+
+
+def test_horovod_without_tensorflow_support_is_a_clear_import_error():
+    """A Horovod built without TensorFlow (simulated: its TensorFlow module cannot be imported,
+    as when the extension was not built) stops `hpcdl.distributed` with instructions."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['horovod.tensorflow'] = None\nimport hpcdl.distributed"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: hpcdl needs Horovod built with TensorFlow support")
+    assert "HOROVOD_WITH_TENSORFLOW=1" in last
