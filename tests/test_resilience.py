@@ -75,6 +75,17 @@ def epochs_of(run_dir: Path) -> list[int]:
     return [json.loads(x)["epoch"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def training_point(sweep_dir: Path):
+    """The sweep's one point once it runs and has finished an epoch: (status, run dir)."""
+    [point] = wait_for(sweep_dir, lambda s: "RUNNING" in s, timeout=120, every=0.5)
+    run_dir = Path(point.run_dir)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "metrics.jsonl").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    return point, run_dir
+
+
 def straight_run(env, tmp_path, point_dir: Path) -> Path:
     """The same config trained without interruption, for comparison."""
     reference = tmp_path / "reference"
@@ -126,12 +137,7 @@ def test_scancel_signal_usr1_checkpoints_and_requeues(slurm_cluster, releaser, e
     )
     assert hpcdl("sweep", str(spec), env=env).returncode == 0
     sweep_dir = tmp_path / "results" / "usr1"
-    [point] = wait_for(sweep_dir, lambda s: "RUNNING" in s, timeout=120, every=0.5)
-    run_dir = Path(point.run_dir)
-    deadline = time.monotonic() + 120
-    while not (run_dir / "metrics.jsonl").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    point, run_dir = training_point(sweep_dir)
     subprocess.run(["scancel", "--batch", "--signal=USR1", point.job], check=True)
     [point] = wait_for(sweep_dir, lambda s: all(x in TERMINAL for x in s), timeout=300)
     assert point.state == "FINISHED", point.reason
@@ -154,12 +160,7 @@ def test_killing_one_rank_ends_the_run_promptly(slurm_cluster, env, tmp_path):
     )
     assert hpcdl("sweep", str(spec), env=env).returncode == 0
     sweep_dir = tmp_path / "results" / "rank"
-    [point] = wait_for(sweep_dir, lambda s: "RUNNING" in s, timeout=120, every=0.5)
-    run_dir = Path(point.run_dir)
-    deadline = time.monotonic() + 120
-    while not (run_dir / "metrics.jsonl").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    point, run_dir = training_point(sweep_dir)
     ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     ranks = [
         int(line.split()[0])
