@@ -88,9 +88,6 @@ class Manifest:
             f.flush()
             os.fsync(f.fileno())
 
-    def job_ids(self, kind: str | None = None) -> list[str]:
-        return [s.job_id for s in self.submissions if s.job_id and (kind is None or s.kind == kind)]
-
     def next_token(self, prefix: str = "a") -> str:
         used = {s.token for s in self.submissions}
         n = 0

@@ -22,17 +22,11 @@ class StopRequest:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.ignored: set[int] = set()
-        self._previous: dict[int, object] = {}
 
     def install(self) -> StopRequest:
         for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            signal.signal(sig, self._handle)
         return self
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
     def _handle(self, signum: int, _frame) -> None:
         if self.signum is None and signum not in self.ignored:
