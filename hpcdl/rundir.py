@@ -117,7 +117,9 @@ def failure_recorded(run_dir: Path, enabled: bool = True) -> Iterator[None]:
         if enabled:
             last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
             where = f"{last[0].filename}:{last[0].lineno}" if last else ""
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            lines = [x.strip() for x in str(err).splitlines() if x.strip()]
+            # TensorFlow's messages open with a generic line and end with the real one
+            reason = (lines[-1] if len(lines) > 1 else lines[0]) if lines else type(err).__name__
             if isinstance(err, KeyboardInterrupt):
                 reason = "interrupted"
             try:
