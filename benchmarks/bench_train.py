@@ -208,7 +208,8 @@ def main() -> None:
     lines = [
         "# Training speed",
         "",
-        f"Measured with `python benchmarks/bench_train.py --repeats {args.repeats}` on "
+        f"Measured with `python benchmarks/bench_train.py --repeats {args.repeats}"
+        f"{' --quick' if args.quick else ''}` ({epochs} epochs per run) on "
         f"{result['machine']}. Medians over {args.repeats} alternating runs, epochs after the "
         "first; samples/s counts training samples only.",
         "",
