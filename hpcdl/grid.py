@@ -27,7 +27,12 @@ class Point:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.overrides.items()) or "(base)"
+        return overrides_label(self.overrides)
+
+
+def overrides_label(overrides: dict[str, Any]) -> str:
+    """`train.lr=0.1 model.dropout=0.5`, or (base) for a point that sets nothing."""
+    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
 
 
 def get_path(raw: dict[str, Any], dotted: str, default: Any = _MISSING) -> Any:

@@ -22,7 +22,7 @@ from hpcdl.backends import get_backend
 from hpcdl.backends.base import Backend, JobRecord, ScriptJob
 from hpcdl.config import config_to_dict, format_validation_error
 from hpcdl.errors import HpcdlError
-from hpcdl.grid import Point, expand
+from hpcdl.grid import Point, expand, overrides_label
 from hpcdl.manifest import Manifest, PointEntry, Submission, now
 from hpcdl.spec import Resources, SweepSpec, load_spec
 
@@ -96,7 +96,7 @@ def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
 
     rows = [{"#": i, "id": p.id, **p.overrides} for i, p in enumerate(points)]
     table = pd.DataFrame(rows).to_string(index=False) if rows else "(no points)"
-    backend = get_backend(spec.backend, spec.scheduler.flavor)
+    backend = backend_for(spec)
     chunk = min(len(points), spec.scheduler.max_array_size or len(points))
     job = script_job(
         spec, None, "array", "a000", chunk, sweep_dir / "jobs" / "a000.points", sweep_dir
@@ -116,7 +116,7 @@ def create(
     """Write the sweep's folders and manifest, then submit (cluster) or run (local) every point."""
     spec, base, points = plan(spec_path, backend)
     sweep_dir = (Path(spec.results_dir) / spec.name).resolve()
-    runner = get_backend(spec.backend, spec.scheduler.flavor)
+    runner = backend_for(spec)
     manifest = Manifest(
         name=spec.name,
         backend=spec.backend,
@@ -140,6 +140,11 @@ def create(
     out(f"sweep {spec.name}: {len(points)} point(s) in {sweep_dir}")
     submit(manifest, spec, runner, [p.id for p in points], "a", out)
     return manifest
+
+
+def backend_for(spec: SweepSpec) -> Backend:
+    """The scheduler backend a spec asks for."""
+    return get_backend(spec.backend, spec.scheduler.flavor)
 
 
 def spec_of(manifest: Manifest) -> SweepSpec:
@@ -296,7 +301,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
     if manifest.backend != "local":
         ids = sorted({s.job_id for s, _ in latest.values() if s.job_id})
         if ids:
-            runner = get_backend(manifest.backend, manifest.spec["scheduler"]["flavor"])
+            runner = backend_for(spec_of(manifest))
             records = runner.query(ids)
     out = []
     for entry in manifest.points:
@@ -314,7 +319,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
             )
         unconfirmed = sub_index is not None and sub_index[0].state in ("planned", "failed")
         state, reason = point_state(Path(entry.run_dir), sub_index is not None, record, unconfirmed)
-        label = " ".join(f"{k}={v}" for k, v in entry.overrides.items()) or "(base)"
+        label = overrides_label(entry.overrides)
         out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label, record))
     return out
 
@@ -422,7 +427,7 @@ def cancel(manifest: Manifest, out: Callable[[str], None] = print) -> list[str]:
     if manifest.backend == "local":
         raise HpcdlError("local sweeps run in the foreground: stop them with Ctrl-C")
     ids = [s.job_id for s in manifest.submissions if s.job_id]
-    runner = get_backend(manifest.backend, manifest.spec["scheduler"]["flavor"])
+    runner = backend_for(spec_of(manifest))
     runner.cancel(ids)
     out(f"cancelled {len(ids)} job(s): {' '.join(ids)}")
     return ids
@@ -440,7 +445,7 @@ def resume(
         except ValidationError as err:
             raise HpcdlError(format_validation_error(err, "--time")) from None
     spec = spec_of(manifest)
-    runner = get_backend(spec.backend, spec.scheduler.flavor)
+    runner = backend_for(spec)
     settled = reconcile(manifest, runner, out) if spec.backend != "local" else []
     todo = [p.id for p in statuses(manifest) if p.state in RERUN_STATES]
     if not todo and not settled:
