@@ -123,6 +123,30 @@ def best_runs(s: SweepData, n: int = TOP) -> pd.DataFrame:
     return s.finished.sort_values(metric, ascending=False).head(n)[cols]
 
 
+SEED = "hp.train.seed"
+
+
+def over_seeds(s: SweepData, n: int = 2 * TOP) -> pd.DataFrame:
+    """Each setting (every varied value but the seed) averaged over its seeds, best mean first.
+
+    Empty unless the seed varies: then this, not one lucky run, says which setting won.
+    """
+    metric, done = s.metric, s.finished
+    if metric is None or SEED not in done or done[SEED].nunique() < 2:
+        return pd.DataFrame()
+    keys = [c for c in s.hp_columns if c != SEED and done[c].nunique() >= 2]
+    values = [metric] + [
+        c for c in ("average_accuracy", "kappa") if c in done and done[c].notna().any()
+    ]
+    grouped = done.groupby(keys, dropna=False) if keys else done.groupby(lambda _i: "all")
+    table = grouped[metric].agg(["count", "mean", "std", "min", "max"])
+    table.columns = ["seeds", f"{metric} mean", "std", "min", "max"]
+    for extra in values[1:]:
+        table[f"{extra} mean"] = grouped[extra].mean()
+    table = table.sort_values(f"{metric} mean", ascending=False).head(n).reset_index()
+    return table.rename(columns={c: c.removeprefix("hp.") for c in keys} | {"index": "setting"})
+
+
 def effects(s: SweepData) -> dict[str, pd.DataFrame]:
     """Per hyperparameter with at least two values: the metric's mean, spread and best per value."""
     metric = s.metric
@@ -395,6 +419,13 @@ def build(sweeps: list[SweepData]) -> tuple[str, str]:
             md.append(f"> warning: {note}\n\n")
         metric = s.metric or "no metric yet"
         section(f"{prefix}Best runs (by {metric})", best_runs(s))
+        seeds = over_seeds(s)
+        if not seeds.empty:
+            section(
+                f"{prefix}Settings averaged over seeds (by mean {metric})",
+                seeds,
+                text="each setting's runs over its seeds; std is the seed-to-seed spread",
+            )
         for col, table in effects(s).items():
             section(f"{prefix}Effect of {col.removeprefix('hp.')} on {metric}", table, level=3)
         section(f"{prefix}Effect of each setting", img=plot_effects(s))

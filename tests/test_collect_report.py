@@ -125,6 +125,23 @@ def test_report_answers_which_settings_won(sweep, tmp_path):
     assert "ResourceExhaustedError" in text  # the failing runs' log tails
 
 
+def test_report_averages_each_setting_over_its_seeds(tmp_path):
+    sweep = make_sweep(tmp_path, 120, epochs=3, fail_every=0)  # 60 settings x seeds 0 and 1
+    _html, md_path = report([sweep], out=lambda _m: None)
+    md = md_path.read_text()
+    section = md.split("## Settings averaged over seeds (by mean test_accuracy)")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    first_row = rows[1].split("|")[1:-1]  # rows[0] is the header
+    summary = pd.read_csv(sweep / "summary.csv")
+    means = summary.groupby(["hp.train.lr", "hp.train.batch_size", "hp.model.dropout"])[
+        "test_accuracy"
+    ].agg(["mean", "count"])
+    winner = means["mean"].idxmax()
+    lr, batch, dropout, seeds, mean = (float(v) for v in first_row[:5])
+    assert (lr, batch, dropout) == winner and seeds == 2
+    assert mean == pytest.approx(means["mean"].max(), rel=1e-3)
+
+
 def test_report_renders_in_headless_chromium(sweep, tmp_path):
     if not shutil.which("chromium"):
         if os.environ.get("HPCDL_REQUIRE_BROWSER") == "1":
