@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -13,29 +14,38 @@ from hpcdl.errors import HpcdlError
 
 
 def save(path: Path, model: Any, optimizer: Any, attrs: dict[str, Any]) -> None:
-    """Write weights, optimizer variables and attrs to `path` via a temporary file and a rename."""
+    """Write weights, optimizer variables and attrs to `path` atomically.
+
+    The HDF5 file is built in memory (a checkpoint is a few times the model's size), then written
+    to a temporary file, flushed to disk and renamed over the old one: a full disk or a quota
+    raises an OSError with its errno, and the previous checkpoint stays as it was.
+    """
     import h5py
 
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for group, values in (
+            ("model", model.get_weights()),
+            ("optimizer", [v.numpy() for v in optimizer.variables]),
+        ):
+            g = f.create_group(group)
+            for i, value in enumerate(values):
+                g.create_dataset(f"{i:04d}", data=value)
+        for key, value in attrs.items():
+            f.attrs[key] = value
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        with h5py.File(tmp, "w") as f:
-            for group, values in (
-                ("model", model.get_weights()),
-                ("optimizer", [v.numpy() for v in optimizer.variables]),
-            ):
-                g = f.create_group(group)
-                for i, value in enumerate(values):
-                    g.create_dataset(f"{i:04d}", data=value)
-            for key, value in attrs.items():
-                f.attrs[key] = value
+        with os.fdopen(fd, "wb") as out:
+            out.write(buffer.getbuffer())
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # HDF5 reports a full disk as RuntimeError
+    except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        reason = str(err).split("error message = ")[-1].strip("')\n ") or type(err).__name__
+        reason = err.strerror or type(err).__name__
         raise HpcdlError(
             f"cannot write checkpoint {path} ({reason}); the previous one is kept"
         ) from None
