@@ -226,8 +226,16 @@ def prepare(cfg: IndianPinesData) -> Prepared:
             "data: the split leaves no test pixels; lower train_fraction or block_size"
         )
 
+    patches = (
+        cached_patches(cfg, padded, coords, cache_key(cube, gt, cfg.window, cfg.border))
+        if cfg.cache
+        else None
+    )
+
     # statistics of the training pixels' windows (the spectra the model is trained on)
-    train_windows = gather_windows(padded, coords[train], cfg.window).astype(np.float64)
+    train_windows = (
+        patches[train] if patches is not None else gather_windows(padded, coords[train], cfg.window)
+    ).astype(np.float64)
     if cfg.normalize == "global":
         offset, scale = float(train_windows.mean()), float(train_windows.std())
     else:
@@ -235,12 +243,6 @@ def prepare(cfg: IndianPinesData) -> Prepared:
         offset = train_windows.mean(axis=axes).astype(np.float32)
         scale = np.maximum(train_windows.std(axis=axes), 1e-6).astype(np.float32)
     del train_windows
-
-    patches = (
-        cached_patches(cfg, padded, coords, cache_key(cube, gt, cfg.window, cfg.border))
-        if cfg.cache
-        else None
-    )
 
     def part(idx: np.ndarray):
         if patches is not None:
