@@ -118,7 +118,7 @@ class Resources(_Strict):
 class SchedulerOptions(_Strict):
     """Per-scheduler knobs."""
 
-    template: str | None = None  # a Jinja2 job script of your own (see slurm/ for the defaults)
+    template: str | None = None  # your Jinja2 job script, relative to the spec (see slurm/)
     setup: list[str] = []  # shell lines before training, e.g. "module load cuda/12.2"
     launcher: Literal["auto", "srun", "mpirun", "horovodrun"] = "auto"
     max_array_size: Annotated[int, Field(gt=0)] | None = None  # default: ask the scheduler
@@ -225,6 +225,11 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise HpcdlError(format_validation_error(err, str(path))) from None
+    template = spec.scheduler.template
+    if template is not None:  # relative to the spec, like `config`
+        spec.scheduler.template = str((Path(path).parent / Path(template).expanduser()).resolve())
+        if not Path(spec.scheduler.template).is_file():
+            raise HpcdlError(f"{path}: scheduler.template: no file {spec.scheduler.template}")
     if spec.config is not None:
         base = read_yaml(Path(path).parent / spec.config)
         if not isinstance(base, dict):

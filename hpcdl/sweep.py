@@ -57,7 +57,17 @@ def plan(spec_path: str | Path, backend: str | None = None) -> tuple[SweepSpec, 
     if backend and backend != spec.backend:
         spec = SweepSpec.model_validate({**spec.model_dump(exclude_unset=True), "backend": backend})
     points = expand(spec, base, str(spec_path))
+    check_scripts(spec)
     return spec, base, points
+
+
+def check_scripts(spec: SweepSpec) -> None:
+    """Render the job scripts once, so that a broken template stops the sweep before it starts."""
+    folder = (Path(spec.results_dir) / spec.name).resolve()
+    backend = backend_for(spec)
+    for kind in ("array", "collect"):
+        job = script_job(spec, None, kind, "x", 1, folder / "jobs" / "x.points", folder)
+        backend.render(job, spec.scheduler.template)
 
 
 def script_job(

@@ -12,9 +12,10 @@ from hpcdl.backends.pbs import PBS, parse_qstat_f
 from hpcdl.backends.slurm import Slurm, parse_sacct
 from hpcdl.errors import HpcdlError
 from hpcdl.spec import Resources
-from tests.conftest import sbatch_test_only
+from tests.conftest import ROOT, sbatch_test_only
 
 GOLDEN = Path(__file__).parent / "golden"
+SITE_TEMPLATE = str(ROOT / "slurm" / "gpu_site.sh.j2")
 
 
 def demo_job(kind="array", **resources):
@@ -134,6 +135,33 @@ def test_paths_and_values_stay_single_words(tmp_path):
     assert not marker.exists() and not (tmp_path / "MARKER2").exists()
 
 
+def test_site_templates_extend_the_default(tmp_path):
+    job = demo_job(nodes=2, gpus_per_node=2, time="01:00:00")
+    site = Slurm().render(job, SITE_TEMPLATE)
+    default = Slurm().render(job)
+    # the example keeps every line of the default and adds its own
+    assert set(default.splitlines()) - set(site.splitlines()) == set()
+    assert "#SBATCH --exclusive" in site and "job_env.txt" in site
+    assert site.index("#SBATCH --exclusive") < site.index("set -uo pipefail")
+    assert site.index("module load") < site.index('cd "$RUN_DIR"') < site.index("exec srun")
+    assert "--exclusive" not in Slurm().render(demo_job(gpus_per_node=2), SITE_TEMPLATE)
+    subprocess.run(["bash", "-n"], input=site, text=True, check=True)
+
+    own = tmp_path / "own.sh.j2"  # a user's template replacing one block
+    own.write_text(
+        '{% extends "hpcdl/job.sh.j2" %}{% block run %}exec echo {{ ranks }} ranks{% endblock %}'
+    )
+    text = PBS("pro").render(demo_job(gpus_per_node=2), str(own))
+    assert text.rstrip().endswith("exec echo 2 ranks") and "#PBS -J 0-11%4" in text
+
+    own.write_text("{% block run %}exec true{% endblok %}")
+    with pytest.raises(HpcdlError, match=r"own.sh.j2:1: "):
+        Slurm().render(job, str(own))
+    own.write_text("{{ no_such_variable }}")
+    with pytest.raises(HpcdlError, match="no_such_variable"):
+        Slurm().render(job, str(own))
+
+
 def test_sacct_parsing_expands_pending_ranges_and_folds_steps():
     text = "\n".join(
         [
@@ -181,9 +209,10 @@ def test_rendered_slurm_scripts_pass_sbatch_test_only(slurm_cluster, tmp_path):
         job = demo_job(kind, **resources)
         job.log_dir = tmp_path
         script = tmp_path / "job.sh"
-        script.write_text(Slurm().render(job))
-        proc = sbatch_test_only(script)
-        assert proc.returncode == 0 and "to start at" in proc.stderr, proc.stderr
+        for template in (None, SITE_TEMPLATE):
+            script.write_text(Slurm().render(job, template))
+            proc = sbatch_test_only(script)
+            assert proc.returncode == 0 and "to start at" in proc.stderr, (template, proc.stderr)
     impossible = demo_job(gpus_per_node=8)
     impossible.log_dir = tmp_path
     script.write_text(Slurm().render(impossible))

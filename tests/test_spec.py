@@ -141,6 +141,29 @@ def test_invalid_spec_writes_and_submits_nothing(env, tmp_path):
     assert not (tmp_path / "results").exists() and not log.exists()
 
 
+def test_own_template_is_found_next_to_the_spec_and_checked_first(env, tmp_path):
+    (tmp_path / "site.sh.j2").write_text(
+        '{% extends "hpcdl/job.sh.j2" %}{% block setup %}module load cuda\n{% endblock %}'
+    )
+    path = write_spec(tmp_path, backend="slurm", scheduler={"template": "site.sh.j2"})
+    proc = hpcdl("sweep", str(path), "--dry-run", env=env, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert 'module load cuda\ncd "$RUN_DIR"' in proc.stdout
+
+    log = tmp_path / "scheduler.log"
+    results = tmp_path / "results"
+    for template, needle in (("missing.sh.j2", "no file"), ("broken.sh.j2", "broken.sh.j2:1:")):
+        (tmp_path / "broken.sh.j2").write_text("{% block run %}{% endblok %}")
+        path = write_spec(
+            tmp_path, backend="slurm", scheduler={"template": template}, results_dir=str(results)
+        )
+        proc = hpcdl("sweep", str(path), env={**env, "HPCDL_SCHEDULER_LOG": str(log)})
+        assert proc.returncode == 2
+        [line] = [x for x in proc.stderr.splitlines() if x.startswith("hpcdl:")]
+        assert "template" in line and needle in line, line
+        assert not results.exists() and not log.exists()
+
+
 def test_example_specs_expand(tmp_path):
     for path in sorted(JOBS.glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())

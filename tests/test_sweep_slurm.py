@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import hpcdl, sbatch_test_only
+from tests.conftest import ROOT, hpcdl, sbatch_test_only
 from tests.sweeps import attempts, manifest, sacct_rows, wait_for, write_spec
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -71,6 +71,7 @@ def test_two_rank_point_through_srun_on_fake_gpus(slurm_cluster, env, tmp_path):
         "slurm",
         resources={"gpus_per_node": 2, "cpus_per_task": 1},
         collect=False,
+        scheduler={"template": str(ROOT / "slurm" / "gpu_site.sh.j2")},  # the site example
     )
     proc = hpcdl("sweep", str(spec), env=env)
     assert proc.returncode == 0, proc.stderr
@@ -83,6 +84,8 @@ def test_two_rank_point_through_srun_on_fake_gpus(slurm_cluster, env, tmp_path):
     result = json.loads((sweep_dir / point.id / "result.json").read_text())
     assert result["ranks"] == 2
     [job] = [s["job_id"] for s in manifest(tmp_path, "gpu2")["submissions"]]
+    record = (sweep_dir / point.id / "job_env.txt").read_text()  # written by the site template
+    assert f"SLURM_JOB_ID={job}" in record or f"SLURM_ARRAY_JOB_ID={job}" in record, record
     assert "gres/gpu=2" in sacct_rows(job)[f"{job}_0"]["AllocTRES"]
 
 

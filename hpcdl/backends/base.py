@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from importlib import resources as pkg_resources
 from pathlib import Path
 from typing import Any
 
@@ -93,21 +92,28 @@ class Backend:
         return ""
 
     def render(self, job: ScriptJob, template: str | None = None, created: str = "") -> str:
+        """The job script. `template`: a user's Jinja2 file, which may extend the default
+        with {% extends "hpcdl/job.sh.j2" %} and replace its blocks."""
+        package = jinja2.PackageLoader("hpcdl", "templates")
+        folders = [str(Path(template).resolve().parent)] if template else []
         env = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+            loader=jinja2.ChoiceLoader(
+                [jinja2.PrefixLoader({"hpcdl": package}), jinja2.FileSystemLoader(folders)]
+            ),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
         )
         env.filters["q"] = quote
-        if template:
-            try:
-                text = Path(template).read_text()
-            except OSError as err:
-                raise HpcdlError(
-                    f"scheduler.template: cannot read {template} ({err.strerror})"
-                ) from None
-        else:
-            text = (pkg_resources.files("hpcdl") / "templates" / self.template_name).read_text()
+        name = Path(template).name if template else f"hpcdl/{self.template_name}"
         try:
-            return env.from_string(text).render(
+            tmpl = env.get_template(name)
+        except jinja2.TemplateNotFound as err:
+            raise HpcdlError(f"scheduler.template: cannot read {template or err.name}") from None
+        except jinja2.TemplateSyntaxError as err:
+            raise HpcdlError(f"job template {err.filename}:{err.lineno}: {err.message}") from None
+        try:
+            return tmpl.render(
                 backend=self.name,
                 sweep=job.sweep,
                 kind=job.kind,
