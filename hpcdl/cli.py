@@ -60,6 +60,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     from hpcdl import sweep
     from hpcdl.manifest import load_manifest
 
+    if args.wait:
+        manifest, points = sweep.wait(args.sweep, args.timeout, out=lambda m: print(m, flush=True))
+        print(sweep.format_status(manifest, points, args.all))
+        return 0 if all(p.state == "FINISHED" for p in points) else 1
     manifest = load_manifest(args.sweep)
     print(sweep.format_status(manifest, sweep.statuses(manifest), args.all))
     return 0
@@ -158,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("sweep", help="the sweep's results folder (e.g. results/NAME)")
         if name == "status":
             p.add_argument("--all", action="store_true", help="list finished points too")
+            p.add_argument(
+                "--wait",
+                action="store_true",
+                help="poll until no point is pending or running; exit 0 only if all finished",
+            )
+            p.add_argument(
+                "--timeout", type=float, metavar="S", help="with --wait: give up after S seconds"
+            )
         if name == "resume":
             p.add_argument("--time", help="a new time limit for the rerun points, e.g. 04:00:00")
         p.set_defaults(func=func)

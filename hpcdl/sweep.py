@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from hpcdl.backends.base import Backend, JobRecord, ScriptJob
 from hpcdl.config import config_to_dict, format_validation_error
 from hpcdl.errors import HpcdlError
 from hpcdl.grid import Point, expand, overrides_label
-from hpcdl.manifest import Manifest, PointEntry, Submission, now
+from hpcdl.manifest import Manifest, PointEntry, Submission, load_manifest, now
 from hpcdl.spec import Resources, SweepSpec, load_spec
 
 RERUN_STATES = {
@@ -284,6 +285,10 @@ def _run_local(
         state="submitted",
         submitted_at=now(),
     )
+    from hpcdl.backends.local import write_state
+
+    for run_dir in run_dirs:  # pending while this process lives (else LOST), before it is recorded
+        write_state(run_dir, "PENDING", runner=os.getpid())
     manifest.submissions.append(sub)
     manifest.save()
     concurrent = spec.max_concurrent or 1
@@ -430,6 +435,34 @@ def format_status(manifest: Manifest, points: list[PointStatus], verbose: bool) 
     if not verbose and len(shown) > 200:
         lines.append(f"  ... {len(shown) - 200} more (use --all)")
     return "\n".join(lines)
+
+
+def wait(
+    folder: str | Path,
+    timeout: float | None = None,
+    out: Callable[[str], None] = print,
+    first_delay: float = 2.0,
+    max_delay: float = 60.0,
+) -> tuple[Manifest, list[PointStatus]]:
+    """Poll until no point is pending or running; one scheduler query per poll, the pause
+    doubling from `first_delay` to `max_delay`. Prints the counts whenever they change.
+    Raises HpcdlError after `timeout` seconds."""
+    start, delay, last = time.monotonic(), first_delay, ""
+    while True:
+        manifest = load_manifest(folder)  # re-read: a `resume` elsewhere may add submissions
+        points = statuses(manifest)
+        line = ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())
+        if line != last:
+            out(f"{now()} {manifest.name}: {line}")
+            last = line
+        if not any(p.state in ACTIVE_STATES for p in points):
+            return manifest, points
+        waited = time.monotonic() - start
+        if timeout is not None and waited >= timeout:
+            raise HpcdlError(f"{manifest.name}: still {line} after {waited:.0f} s")
+        pause = delay if timeout is None else min(delay, max(0.0, timeout - waited))
+        time.sleep(pause)
+        delay = min(2 * delay, max_delay)
 
 
 def cancel(manifest: Manifest, out: Callable[[str], None] = print) -> list[str]:

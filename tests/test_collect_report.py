@@ -190,3 +190,20 @@ def test_report_command(sweep, env, tmp_path):
     assert (sweep / "report.html").exists() and (sweep / "summary.csv").exists()
     missing = hpcdl("report", str(tmp_path / "nothing"), env=env)
     assert missing.returncode == 2 and "no sweep here" in missing.stderr
+
+
+def test_waiting_on_a_sweep_with_a_queued_point(sweep):
+    from hpcdl.errors import HpcdlError
+    from hpcdl.sweep import wait
+
+    queued = point_dirs(sweep)[0]
+    (queued / "result.json").unlink()
+    local_state(queued, state="PENDING", host=os.uname().nodename, runner=os.getpid())
+    lines = []
+    with pytest.raises(HpcdlError, match="still 11 finished, 1 pending after"):
+        wait(sweep, timeout=0.3, out=lines.append, first_delay=0.1)
+    assert len(lines) == 1  # printed once: the counts did not change
+
+    local_state(queued, runner=2**22 + 12345)  # the sweep process that ran it is gone
+    _manifest, points = wait(sweep, timeout=0.3, out=lines.append)
+    assert {p.state for p in points} == {"LOST", "FINISHED"}

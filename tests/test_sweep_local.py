@@ -1,6 +1,10 @@
 """`hpcdl sweep` on the local backend, end to end with real training runs."""
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,10 +23,25 @@ def test_local_sweep_runs_every_point_and_collects(env, tmp_path):
         "local",
         max_concurrent=2,
     )
-    proc = hpcdl("sweep", str(spec), env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("completed ") >= 4 and "[4/4]" in proc.stdout
     sweep_dir = tmp_path / "results" / "grid"
+    runner = subprocess.Popen(
+        [str(Path(sys.executable).with_name("hpcdl")), "sweep", str(spec)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (sweep_dir / "sweep.json").exists() or not manifest(tmp_path, "grid")["submissions"]:
+        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
+        time.sleep(0.2)
+    # another shell waits for it: pending while queued behind max_concurrent, then finished
+    waited = hpcdl("status", str(sweep_dir), "--wait", env=env)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "pending" in waited.stdout.splitlines()[0] and "4 finished" in waited.stdout
+    stdout, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == 0, stderr
+    assert stdout.count("completed ") >= 4 and "[4/4]" in stdout
     summary = pd.read_csv(sweep_dir / "summary.csv")
     assert len(summary) == 4 and set(summary["state"]) == {"FINISHED"}
     assert summary["test_accuracy"].min() > 0.3  # 1 epoch on 600 images; chance is 0.1

@@ -106,6 +106,7 @@ class Local(Backend):
                 stop(index, "CANCELLED")
             for index in pending:
                 states[index] = "CANCELLED"
+                write_state(run_dirs[index], "CANCELLED", ended=True)
             raise
         return states
 
@@ -126,10 +127,15 @@ def write_state(
     pid: int | None = None,
     exit_code: int | None = None,
     ended: bool = False,
+    runner: int | None = None,
 ) -> None:
+    """Record a point's state in its run directory: `pid` of its job once started, `runner` the
+    sweep process it waits on while pending."""
     path = run_dir / STATE_FILE
     old = rundir.read_json(path) if path.exists() else {}
     record = {**old, "state": state, "host": socket.gethostname()}
+    if runner is not None:
+        record.update(runner=runner, pid=None, started=None, exit_code=None, ended=None)
     if pid is not None:
         record.update(pid=pid, started=now(), exit_code=None, ended=None)
     if ended:
@@ -138,7 +144,8 @@ def write_state(
 
 
 def read_state(run_dir: Path) -> JobRecord | None:
-    """The local backend's record of a point; a RUNNING one whose process is gone is LOST."""
+    """The local backend's record of a point; a RUNNING one whose process is gone, or a PENDING
+    one whose runner is gone, is LOST."""
     path = Path(run_dir) / STATE_FILE
     if not path.exists():
         return None
@@ -148,8 +155,9 @@ def read_state(run_dir: Path) -> JobRecord | None:
         return None
     state = data.get("state", "UNKNOWN")
     pid = data.get("pid")
-    if state == "RUNNING" and data.get("host") == socket.gethostname():
-        if not isinstance(pid, int) or pid <= 0 or not _alive(pid):
+    if state in ("RUNNING", "PENDING") and data.get("host") == socket.gethostname():
+        owner = pid if state == "RUNNING" else data.get("runner")
+        if not isinstance(owner, int) or owner <= 0 or not _alive(owner):
             state = "LOST"
     elapsed = None
     if data.get("started"):
