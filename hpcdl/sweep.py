@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from hpcdl import __version__, rundir
 from hpcdl.backends import get_backend
 from hpcdl.backends.base import Backend, JobRecord, ScriptJob
+from hpcdl.backends.local import read_state, write_state
 from hpcdl.config import config_to_dict, format_validation_error
 from hpcdl.errors import HpcdlError
 from hpcdl.grid import Point, expand, overrides_label
@@ -285,8 +286,6 @@ def _run_local(
         state="submitted",
         submitted_at=now(),
     )
-    from hpcdl.backends.local import write_state
-
     for run_dir in run_dirs:  # pending while this process lives (else LOST), before it is recorded
         write_state(run_dir, "PENDING", runner=os.getpid())
     manifest.submissions.append(sub)
@@ -325,8 +324,6 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
             f"{sub_index[0].job_id}_{sub_index[1]}" if sub_index and sub_index[0].job_id else None
         )
         if manifest.backend == "local":
-            from hpcdl.backends.local import read_state
-
             record = read_state(Path(entry.run_dir))
         else:
             record = records.get(job_key or "") or (
@@ -417,8 +414,13 @@ def counts(points: list[PointStatus]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def count_line(points: list[PointStatus]) -> str:
+    """'3 finished, 1 running, ...'"""
+    return ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())
+
+
 def format_status(manifest: Manifest, points: list[PointStatus], verbose: bool) -> str:
-    summary = ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())
+    summary = count_line(points)
     lines = [f"sweep {manifest.name} ({manifest.backend}, {len(points)} points): {summary}"]
     for sub in manifest.submissions:  # what was submitted, and what may not have been
         what = f"{len(sub.points)} point(s)" if sub.kind == "array" else "collect"
@@ -451,7 +453,7 @@ def wait(
     while True:
         manifest = load_manifest(folder)  # re-read: a `resume` elsewhere may add submissions
         points = statuses(manifest)
-        line = ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())
+        line = count_line(points)
         if line != last:
             out(f"{now()} {manifest.name}: {line}")
             last = line
