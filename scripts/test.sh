@@ -18,6 +18,6 @@ if [ "$(id -u)" = 0 ] && [ "${HPCDL_NO_SLURM:-0}" != 1 ]; then
   bash slurm/start-test-cluster.sh
   export HPCDL_REQUIRE_SLURM=1   # from here on a missing cluster fails the SLURM tests
 fi
-ruff check hpcdl tests
-ruff format --check hpcdl tests
+ruff check hpcdl tests benchmarks
+ruff format --check hpcdl tests benchmarks
 python -m pytest "$@"
