@@ -1,6 +1,8 @@
 """`hpcdl sweep` on the local backend, end to end with real training runs."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,3 +110,52 @@ def test_failed_and_timed_out_points_resume_to_completion(env, tmp_path):
         json.loads(x)["epoch"] for x in (points[0.003] / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == list(range(1, 41))  # no epoch lost or repeated
+
+
+def test_sigterm_to_a_background_sweep_stops_its_points_for_resume(env, tmp_path):
+    """`hpcdl sweep ... &` starts with SIGINT ignored; a SIGTERM (a batch job that runs the sweep
+    reaching its limit, a `kill`) must still stop every point with a checkpoint, leave no
+    training process behind, and let `resume` finish the work."""
+    spec = write_spec(
+        tmp_path,
+        "bg",
+        {"train.lr": [0.001, 0.002, 0.003]},
+        "local",
+        max_concurrent=2,
+        fixed={"train.epochs": 12, "data.train_subset": 2000},
+    )
+    sweep_dir = tmp_path / "results" / "bg"
+    runner = subprocess.Popen(
+        [str(Path(sys.executable).with_name("hpcdl")), "sweep", str(spec)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    deadline = time.monotonic() + 180
+    while not list(sweep_dir.glob("*/metrics.jsonl")):  # a point is past its first epoch
+        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
+        time.sleep(0.5)
+    states = [json.loads(p.read_text()) for p in sweep_dir.glob("*/local.json")]
+    pids = [s["pid"] for s in states if s["state"] == "RUNNING"]
+    assert len(pids) == 2
+    runner.send_signal(signal.SIGTERM)
+    _out, err = runner.communicate(timeout=120)
+    assert runner.returncode != 0 and "interrupted" in err + _out
+    for pid in pids:  # no training left running
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    status = hpcdl("status", str(sweep_dir), env=env).stdout
+    assert "3 cancelled" in status, status
+    stopped = [d for d in sweep_dir.iterdir() if (d / "checkpoints").exists()]
+    assert len(stopped) == 2
+    assert all("stopped by SIGTERM" in (d / "job.out").read_text() for d in stopped)
+
+    proc = hpcdl("resume", str(sweep_dir), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 finished" in hpcdl("status", str(sweep_dir), env=env).stdout
+    for run_dir in stopped:  # continued from the checkpoint, no epoch run twice
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        epochs = [json.loads(x)["epoch"] for x in lines]
+        assert epochs == list(range(1, 13)) and "resuming" in (run_dir / "job.out").read_text()

@@ -2,7 +2,9 @@
 
 Each point runs the same rendered job script a cluster would (index as $1), under horovodrun
 for several ranks. State per point goes to <run_dir>/local.json. The time limit is enforced
-(SIGTERM, then SIGKILL: state TIMEOUT); Ctrl-C stops every running point (state CANCELLED).
+(SIGTERM, then SIGKILL: state TIMEOUT); Ctrl-C or a SIGTERM to the sweep (e.g. the batch job
+that runs it reaching its own limit) stops every running point (state CANCELLED): each one gets
+SIGTERM and checkpoints first, so `hpcdl resume` continues it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -51,6 +54,7 @@ class Local(Backend):
         running: dict[int, tuple[subprocess.Popen, float]] = {}
         states: dict[int, str] = {}
         total = len(run_dirs)
+        restore = _stop_on_signals()
 
         def start(index: int) -> None:
             out = open(log_dir / f"local-{index}.out", "ab")  # noqa: SIM115 (child inherits it)
@@ -108,7 +112,27 @@ class Local(Backend):
                 states[index] = "CANCELLED"
                 write_state(run_dirs[index], "CANCELLED", ended=True)
             raise
+        finally:
+            restore()
         return states
+
+
+def _stop_on_signals() -> Callable[[], None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (even where the shell started this process with
+    SIGINT ignored, as it does for `cmd &`); returns the function that restores the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def _alive(pid: int) -> bool:
