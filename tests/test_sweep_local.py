@@ -141,8 +141,8 @@ def test_sigterm_to_a_background_sweep_stops_its_points_for_resume(env, tmp_path
     pids = [s["pid"] for s in states if s["state"] == "RUNNING"]
     assert len(pids) == 2
     runner.send_signal(signal.SIGTERM)
-    _out, err = runner.communicate(timeout=120)
-    assert runner.returncode != 0 and "interrupted" in err + _out
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode != 0 and "interrupted" in err + out
     for pid in pids:  # no training left running
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
