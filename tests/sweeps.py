@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -75,3 +79,24 @@ def sacct_rows(job_id: str) -> dict[str, dict[str, str]]:
         if line
     ]
     return {r["JobID"]: r for r in rows}
+
+
+def start_sweep(spec: Path, env: dict[str, str], **popen) -> subprocess.Popen:
+    """`hpcdl sweep SPEC` in the background (the local backend runs in the foreground)."""
+    exe = str(Path(sys.executable).with_name("hpcdl"))
+    return subprocess.Popen(
+        [exe, "sweep", str(spec)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def until(condition: Callable[[], object], runner: subprocess.Popen, timeout: float) -> None:
+    """Wait for `condition` while the background sweep `runner` is still going."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
+        time.sleep(0.2)

@@ -3,16 +3,12 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import hpcdl
-from tests.sweeps import attempts, manifest, write_spec
+from tests.sweeps import attempts, manifest, start_sweep, until, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -26,17 +22,12 @@ def test_local_sweep_runs_every_point_and_collects(env, tmp_path):
         max_concurrent=2,
     )
     sweep_dir = tmp_path / "results" / "grid"
-    runner = subprocess.Popen(
-        [str(Path(sys.executable).with_name("hpcdl")), "sweep", str(spec)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    runner = start_sweep(spec, env)
+    until(
+        lambda: (sweep_dir / "sweep.json").exists() and manifest(tmp_path, "grid")["submissions"],
+        runner,
+        timeout=120,
     )
-    deadline = time.monotonic() + 120
-    while not (sweep_dir / "sweep.json").exists() or not manifest(tmp_path, "grid")["submissions"]:
-        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
-        time.sleep(0.2)
     # another shell waits for it: pending while queued behind max_concurrent, then finished
     waited = hpcdl("status", str(sweep_dir), "--wait", env=env)
     assert waited.returncode == 0, waited.stdout + waited.stderr
@@ -125,18 +116,9 @@ def test_sigterm_to_a_background_sweep_stops_its_points_for_resume(env, tmp_path
         fixed={"train.epochs": 12, "data.train_subset": 2000},
     )
     sweep_dir = tmp_path / "results" / "bg"
-    runner = subprocess.Popen(
-        [str(Path(sys.executable).with_name("hpcdl")), "sweep", str(spec)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    deadline = time.monotonic() + 180
-    while not list(sweep_dir.glob("*/metrics.jsonl")):  # a point is past its first epoch
-        assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
-        time.sleep(0.5)
+    runner = start_sweep(spec, env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    # a point is past its first epoch
+    until(lambda: list(sweep_dir.glob("*/metrics.jsonl")), runner, timeout=180)
     states = [json.loads(p.read_text()) for p in sweep_dir.glob("*/local.json")]
     pids = [s["pid"] for s in states if s["state"] == "RUNNING"]
     assert len(pids) == 2
