@@ -201,20 +201,20 @@ def stop_signal() -> str:
 
 def requeue(reason: str = "") -> NoReturn:
     """Leave after a stop request, the checkpoint already saved by the script: record why in
-    failure.json, requeue the SLURM job where allowed (hpcdl's job scripts allow it up to
-    scheduler.requeue times; elsewhere `hpcdl resume` continues) and exit with code 75.
-    Call it on every rank; rank 0 records and requeues."""
+    failure.json (`reason`, else the signal and the last epoch logged), requeue the SLURM job
+    where allowed (hpcdl's job scripts allow it up to scheduler.requeue times; elsewhere
+    `hpcdl resume` continues) and exit with code 75. Call it on every rank; rank 0 records
+    and requeues."""
     if is_root():
         records, _ = rundir.read_metrics(run_dir())
         done = max((r["epoch"] for r in records if isinstance(r.get("epoch"), int)), default=0)
-        why = reason or (f"stopped by {stop_signal()}" if stop_signal() else "stopped on request")
+        why = reason or f"stopped by {stop_signal() or 'request'} after epoch {done}"
         blocker = requeue_blocker()
         then = f"{blocker}; run `hpcdl resume` to continue" if blocker else "requeueing"
         rundir.write_json_atomic(
-            run_dir() / rundir.FAILURE,
-            {"reason": f"{why} after epoch {done}; {then}", "time": _now()},
+            run_dir() / rundir.FAILURE, {"reason": f"{why}; {then}", "time": _now()}
         )
-        print(f"hpcdl.session: {why} after epoch {done}; {requeue_self()}", file=sys.stderr)
+        print(f"hpcdl.session: {why}; {requeue_self()}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     sys.exit(EXIT_STOPPED)
