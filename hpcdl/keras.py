@@ -44,7 +44,7 @@ class Callback(keras.callbacks.Callback):
     write_result=True writes result.json from the last epoch's logs when training ends
     normally. Under Horovod with several ranks (horovod.tensorflow initialised) the ranks agree
     on stopping every `stop_check_batches` batches with one small allreduce, so all stop at the
-    same batch.
+    same batch (all ranks must run the same number of batches, as Horovod needs anyway).
     """
 
     def __init__(
@@ -56,6 +56,7 @@ class Callback(keras.callbacks.Callback):
         self.stop_check_batches = max(1, int(stop_check_batches))
         self.stopped = ""  # why training stopped early; "" when it did not
         self._epoch = 0
+        self._batches = 0  # finished batches in this fit, the same count on every rank
         self._last: dict[str, Any] | None = None
 
     def on_train_begin(self, logs=None) -> None:
@@ -65,7 +66,8 @@ class Callback(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None) -> None:
-        if self.stopped or not self._stop_agreed(batch):
+        self._batches += 1
+        if self.stopped or not self._stop_agreed():
             return
         self.stopped = (
             f"stopped by {session.stop_signal() or 'another rank'} "
@@ -86,13 +88,13 @@ class Callback(keras.callbacks.Callback):
         if self.write_result and not self.stopped and self._last:
             session.result(**self._last)
 
-    def _stop_agreed(self, batch: int) -> bool:
+    def _stop_agreed(self) -> bool:
         """should_stop(), agreed across Horovod ranks when there are several."""
         stop = session.should_stop()
         hvd = sys.modules.get("horovod.tensorflow")
         if hvd is None or not hvd.is_initialized() or hvd.size() == 1:
             return stop
-        if (batch + 1) % self.stop_check_batches:
+        if self._batches % self.stop_check_batches:
             return False
         import tensorflow as tf
 
