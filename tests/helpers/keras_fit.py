@@ -6,6 +6,9 @@ $HPCDL_DATA_DIR/mnist. With STOP_EPOCH/STOP_BATCH (from 1) the script sends itse
 during that batch, as SLURM's time-limit warning would. Keras' BackupAndRestore keeps the last
 finished epoch in session.checkpoint_dir(), so a restart resumes after it. The test set
 evaluation at the end prints one more progress line, as such scripts do.
+
+KERAS_FIT_HOROVOD=1: Horovod's data-parallel recipe instead (shards, averaged gradients, state
+broadcast from rank 0, no BackupAndRestore); only the last rank sends itself the signal.
 """
 
 import gzip
@@ -17,6 +20,12 @@ import numpy as np
 
 from hpcdl import session
 from hpcdl.keras import Callback, keras
+
+use_horovod = os.environ.get("KERAS_FIT_HOROVOD") == "1"
+if use_horovod:
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
 
 verbose, epochs = int(sys.argv[1]), int(sys.argv[2])
 stop_at = (int(sys.argv[3]) - 1, int(sys.argv[4]) - 1) if len(sys.argv) > 4 else None
@@ -35,7 +44,10 @@ model = keras.Sequential(
         keras.layers.Dense(10, activation="softmax"),
     ]
 )
-model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+optimizer = hvd.DistributedOptimizer(keras.optimizers.Adam()) if use_horovod else "adam"
+model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+shard = slice(hvd.rank(), 384, hvd.size()) if use_horovod else slice(0, 384)
+signalled = not use_horovod or hvd.rank() == hvd.size() - 1
 
 
 class SendSignal(keras.callbacks.Callback):
@@ -43,21 +55,21 @@ class SendSignal(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        if (self.epoch, batch) == stop_at:
+        if (self.epoch, batch) == stop_at and signalled:
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
+if use_horovod:
+    first = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)]
+else:
+    first = [keras.callbacks.BackupAndRestore(str(session.checkpoint_dir()))]
 model.fit(
-    x[:384],
-    y[:384],
+    x[shard],
+    y[shard],
     batch_size=32,
     epochs=epochs,
     validation_data=(x[384:], y[384:]),
     verbose=verbose,
-    callbacks=[
-        keras.callbacks.BackupAndRestore(str(session.checkpoint_dir())),
-        Callback(write_result=True),
-        SendSignal(),
-    ],
+    callbacks=[*first, Callback(write_result=True), SendSignal()],
 )
 model.evaluate(x[384:], y[384:], verbose=verbose)
