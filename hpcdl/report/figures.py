@@ -56,14 +56,12 @@ def drawn_note(s: SweepData) -> str:
 
 
 def is_continuous(s: SweepData, group: list[str]) -> bool:
-    col = group[0]
-    values = s.summary[col]
-    return (
-        len(group) == 1
-        and col != SEED
-        and pd.api.types.is_numeric_dtype(values)
-        and values.nunique() >= 3
-    )
+    """A single numeric setting with several values (a seed only when it has many)."""
+    values = s.summary[group[0]]
+    if len(group) > 1 or not pd.api.types.is_numeric_dtype(values):
+        return False
+    many = values.nunique()
+    return many > MAX_CATEGORIES or (group[0] != SEED and many >= 3)
 
 
 def group_values(rows: pd.DataFrame, group: list[str]) -> pd.Series:
