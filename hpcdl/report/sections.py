@@ -52,8 +52,9 @@ def confusion(s: SweepData, prefix: str) -> list[Section]:
         other_found = tables.confusion(tables.read_result(s, other))
         if other_found is not None and other_found[0].shape == matrix.shape:
             runs.append((s.labels.get(other, other), other_found[0]))
+    name = s.labels.get(point, point)
     text = (
-        f"best run {s.labels.get(point, point)} ({point}): overall accuracy "
+        f"best run {name if name == point else f'{name} ({point})'}: overall accuracy "
         f"{result.get('overall_accuracy', float('nan')):.4f}, average accuracy "
         f"{result.get('average_accuracy', float('nan')):.4f}, kappa "
         f"{result.get('kappa', float('nan')):.4f}"
