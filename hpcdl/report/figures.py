@@ -268,7 +268,9 @@ def confusion_figure(runs: list[tuple[str, np.ndarray]], names: list[str]) -> go
                 {"buttons": buttons, "x": 0, "xanchor": "left", "y": 1.12, "yanchor": "bottom"}
             ]
         )
-    fig.update_yaxes(autorange="reversed", title_text="true class", automargin=True)
-    fig.update_xaxes(title_text="predicted class", tickangle=-40, automargin=True)
+    fig.update_yaxes(
+        autorange="reversed", title_text="true class", automargin=True, type="category"
+    )
+    fig.update_xaxes(title_text="predicted class", tickangle=-40, automargin=True, type="category")
     size = 260 + 28 * len(names)
     return layout(fig, size, margin={"l": 60, "r": 20, "t": 80 if len(runs) > 1 else 30, "b": 40})
