@@ -1,0 +1,154 @@
+"""What the report says, in order, as sections that the HTML and Markdown writers both render."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from hpcdl.report import figures, tables
+from hpcdl.report.data import SweepData
+
+MAX_ROWS = 1000  # runs listed in the HTML's sortable table (the Markdown lists tables.TOP)
+CONFUSION_RUNS = 5  # best runs whose confusion matrices the heat map's menu offers
+
+
+@dataclass
+class Section:
+    title: str
+    level: int = 2
+    text: str | None = None
+    table: pd.DataFrame | None = None  # in both outputs
+    html_table: pd.DataFrame | None = None  # the HTML's (longer) version of `table`
+    figure: go.Figure | None = None  # HTML only
+    warning: bool = False
+
+
+def comparison(sweeps: list[SweepData]) -> list[Section]:
+    rows = []
+    for s in sweeps:
+        best = tables.best_runs(s, 1)
+        if not best.empty:
+            rows.append({"sweep": s.name, **best.iloc[0].to_dict()})
+    return [
+        Section("Best run of each sweep", table=pd.DataFrame(rows)),
+        Section(
+            "Learning curves of each sweep's best runs",
+            figure=figures.curves_figure(sweeps, 3),
+        ),
+    ]
+
+
+def confusion(s: SweepData, prefix: str) -> list[Section]:
+    """The best run's per-class accuracy and confusion matrix (menu: the next best runs)."""
+    point, result = tables.best_result(s)
+    found = tables.confusion(result)
+    if found is None:
+        return []
+    matrix, names = found
+    runs = [(s.labels.get(point, point), matrix)]
+    for other in tables.ranked(s, CONFUSION_RUNS)["point"].iloc[1:]:
+        other_found = tables.confusion(tables.read_result(s, other))
+        if other_found is not None and other_found[0].shape == matrix.shape:
+            runs.append((s.labels.get(other, other), other_found[0]))
+    name = s.labels.get(point, point)
+    text = (
+        f"best run {name if name == point else f'{name} ({point})'}: overall accuracy "
+        f"{result.get('overall_accuracy', float('nan')):.4f}, average accuracy "
+        f"{result.get('average_accuracy', float('nan')):.4f}, kappa "
+        f"{result.get('kappa', float('nan')):.4f}"
+    )
+    how = "rows: true class, colour: share of the row"
+    if len(runs) > 1:
+        how += f"; the menu shows the {len(runs)} best runs"
+    return [
+        Section(
+            f"{prefix}Per-class accuracy of the best run", text=text, table=tables.per_class(result)
+        ),
+        Section(
+            f"{prefix}Confusion matrix of the best run",
+            level=3,
+            text=how,
+            figure=figures.confusion_figure(runs, names),
+        ),
+    ]
+
+
+def sweep_sections(s: SweepData, prefix: str) -> list[Section]:
+    metric = s.metric or "no metric yet"
+    out = [Section(f"warning: {note}", level=0, warning=True) for note in s.notes[:20]]
+    out.append(
+        Section(
+            f"{prefix}Best runs (by {metric})",
+            text="best first; report.html lists every finished run: sort by any column, filter "
+            "with the search box or a column's menu, hover a run for its id"
+            if len(s.finished) > 1
+            else None,
+            table=tables.best_runs(s),
+            html_table=tables.best_runs(s, MAX_ROWS),
+        )
+    )
+    seeds = tables.over_seeds(s)
+    if not seeds.empty:
+        out.append(
+            Section(
+                f"{prefix}Settings averaged over seeds (by mean {metric})",
+                text="each setting's runs over its seeds; std is the seed-to-seed spread",
+                table=seeds,
+            )
+        )
+    out += [
+        Section(f"{prefix}Effect of {group} on {metric}", level=3, table=table)
+        for group, table in tables.effects(s).items()
+    ]
+    note = figures.drawn_note(s)
+    out += [
+        Section(f"{prefix}Effect of each setting", text=note or None, figure=fig)
+        for fig in [figures.effects_figure(s)]
+        if fig is not None
+    ]
+    out += [
+        Section(
+            f"{prefix}Settings against {metric}",
+            text="drag along an axis to select a range, drag an axis to move it"
+            + ("; " + note if note else ""),
+            figure=fig,
+        )
+        for fig in [figures.parallel_figure(s)]
+        if fig is not None
+    ]
+    out += [
+        Section(f"{prefix}Learning curves of the best runs", figure=fig)
+        for fig in [figures.curves_figure([s])]
+        if fig is not None
+    ]
+    out += confusion(s, prefix)
+    sc = tables.scaling(s)
+    if not sc.empty:
+        out.append(
+            Section(
+                f"{prefix}Throughput and scaling efficiency",
+                text="efficiency = throughput(n) / (n x throughput(1 rank))",
+                table=sc,
+            )
+        )
+    fail = tables.failures(s)
+    out.append(
+        Section(
+            f"{prefix}Failures ({len(fail)})",
+            table=fail if not fail.empty else None,
+            text=None if not fail.empty else "none",
+        )
+    )
+    return out
+
+
+def sections(sweeps: list[SweepData]) -> list[Section]:
+    """Every section of the report of these sweeps, in order."""
+    out = [Section("Overview", table=tables.overview(sweeps))]
+    if len(sweeps) > 1:
+        out += comparison(sweeps)
+    for s in sweeps:
+        out += sweep_sections(s, f"{s.name}: " if len(sweeps) > 1 else "")
+    return out
