@@ -16,6 +16,7 @@ from hpcdl.shell import quote
 from hpcdl.spec import Resources
 
 calls: list[list[str]] = []  # every scheduler command run by this process (benchmarks read it)
+SCHEDULER_TIMEOUT = 120  # seconds a scheduler command may take before it counts as failed
 
 
 def run_scheduler(
@@ -27,17 +28,24 @@ def run_scheduler(
         with open(os.environ["HPCDL_SCHEDULER_LOG"], "a") as f:
             f.write(" ".join(quote(c) for c in cmd) + "\n")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=cwd, timeout=SCHEDULER_TIMEOUT
+        )
     except FileNotFoundError:
         raise HpcdlError(
             f"{what}: {cmd[0]} not found; is this a login node of the cluster?"
         ) from None
     except subprocess.TimeoutExpired:
-        raise HpcdlError(f"{what}: {cmd[0]} did not answer within 120 s") from None
+        raise HpcdlError(f"{what}: {cmd[0]} did not answer within {SCHEDULER_TIMEOUT} s") from None
     if check and proc.returncode != 0:
-        message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
-        raise HpcdlError(f"{what} failed: {' '.join(message.split())}")
+        raise scheduler_failure(proc, what)
     return proc
+
+
+def scheduler_failure(proc: subprocess.CompletedProcess, what: str) -> HpcdlError:
+    """The one-line error for a scheduler command that failed, with its own message."""
+    message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+    return HpcdlError(f"{what} failed: {' '.join(message.split())}")
 
 
 @dataclass
