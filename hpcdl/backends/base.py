@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from hpcdl.spec import Resources
 
 calls: list[list[str]] = []  # every scheduler command run by this process (benchmarks read it)
 SCHEDULER_TIMEOUT = 120  # seconds a scheduler command may take before it counts as failed
+SCRIPT_SETTINGS = {"HPCDL_REQUEUE_MAX"}  # set by the job script itself, never copied from the shell
 
 
 def run_scheduler(
@@ -137,7 +139,7 @@ class Backend:
                 points_file=job.points_file,
                 sweep_dir=job.sweep_dir,
                 python=sys.executable,
-                env=job.env or {},
+                env={**submitting_settings(), **(job.env or {})},
                 setup=list(job.setup),
                 launch=self.launch(job) if job.kind == "array" else "",
                 ranks=job.resources.ranks,
@@ -164,6 +166,16 @@ class Backend:
     def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
         """Job ids of jobs with these (unique) names submitted since `since`, by name."""
         raise NotImplementedError
+
+
+def submitting_settings() -> dict[str, str]:
+    """The submitting shell's HPCDL_* settings, which the job script records and exports: PBS
+    does not pass the submitting environment on, and the kept script should show them."""
+    return {
+        key: value
+        for key, value in sorted(os.environ.items())
+        if re.fullmatch(r"HPCDL_[A-Za-z0-9_]+", key) and key not in SCRIPT_SETTINGS
+    }
 
 
 def horovod_hosts_expr(nodes_cmd: str, per_node: int) -> str:
