@@ -149,6 +149,7 @@ def test_walltime_kill_and_qdel_are_read_as_timeout_and_cancelled():
         snap_c["26"].exit_code == 1 and snap_c["26_1"].exit_code == 3
     )  # the point's, not the array's
     assert snap_c["26_0"].elapsed_seconds == 4 and snap_c["26_0"].node == "vm"
+    assert snap_c["26_0"].max_rss == "0K" and snap_c["26_0"].end == "2026-11-22T22:36:03"
 
 
 # ---------------------------------------------------------------- hpcdl status / resume

@@ -108,7 +108,7 @@ def job_record(attrs: dict[str, str]) -> JobRecord:
         end=_iso(attrs.get("obittime")),
         cpus=as_int(attrs.get("Resource_List.ncpus")),
         gpus=as_int(attrs.get("Resource_List.ngpus")),
-        max_rss=attrs.get("resources_used.mem"),
+        max_rss=_size(attrs.get("resources_used.mem")),
         node=attrs["exec_host"].split("/")[0] if attrs.get("exec_host") else None,
     )
 
@@ -154,6 +154,12 @@ def _seconds(hms: str | None) -> float | None:
     if not parts or None in parts:
         return None
     return float(sum(int(p) * 60**i for i, p in enumerate(reversed(parts))))
+
+
+def _size(text: str | None) -> str | None:
+    """PBS's 123456kb -> 123456K (sacct's form)."""
+    m = re.fullmatch(r"(\d+)([kmgt]?)b", text or "")
+    return f"{m.group(1)}{m.group(2).upper()}" if m else None
 
 
 def _iso(text: str | None) -> str | None:
