@@ -204,6 +204,12 @@ def test_unreachable_server_is_an_error_and_resume_submits_nothing(pbs, tmp_path
             "qstat: cannot connect to server nosuchhost.invalid (errno=15008)"
         )
     assert pbs.calls("qsub") == submitted
+    manifest = load_manifest(sweep_dir)  # an interrupted submission: find_jobs must not guess
+    manifest.submissions[0].state, manifest.submissions[0].job_id = "planned", None
+    manifest.save()
+    with pytest.raises(HpcdlError, match="cannot connect to server"):
+        sweep.resume(manifest, out=lambda _m: None)
+    assert pbs.calls("qsub") == submitted
 
 
 def test_unknown_jobs_have_no_record_and_known_ones_still_count(pbs, tmp_path):
