@@ -357,9 +357,13 @@ def last_error_line(run_dir: Path, name: str = "job.out") -> str:
                 "DUE TO TIME LIMIT",
                 "oom",
                 "Segmentation",
+                "An error occurred in MPI_",  # Open MPI could not start (MPI_Init_thread)
+                "MPI_ABORT was invoked",
+                "ORTE_ERROR_LOG",
+                "not enough slots",
             )
         ):
-            return line[:300]
+            return line.lstrip("* ")[:300]
     return ""
 
 

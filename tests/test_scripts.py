@@ -1,5 +1,6 @@
 """Job scripts: directives per scheduler, shell safety, PBS Pro golden files, sbatch --test-only."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,14 @@ GOLDEN_RESOURCES = dict(
 
 @pytest.mark.parametrize("flavor", ["pro", "torque"])
 @pytest.mark.parametrize("kind", ["array", "collect"])
-def test_pbs_scripts_match_golden_files(flavor, kind):
+def test_pbs_scripts_match_golden_files(flavor, kind, monkeypatch):
     """Golden files checked against the PBS references: PBS Pro `-J 0-11%4` (array with
     max_run_subjobs), `select=N:ncpus=C:mpiprocs=T:ngpus=G:mem=Xgb` chunks, `walltime`,
     `^array_index^` in -o, PBS_ARRAY_INDEX; Torque `-t 0-11%4`, `nodes=N:ppn=C:gpus=G`, job-wide
-    mem, PBS_ARRAYID."""
+    mem, PBS_ARRAYID. The submitting shell's HPCDL_* settings are exported (PBS does not)."""
+    for key in [k for k in os.environ if k.startswith("HPCDL_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HPCDL_DATA_DIR", "/scratch/me/data")
     text = (
         PBS(flavor)
         .render(demo_job(kind, **GOLDEN_RESOURCES), created="2026-01-01T00:00:00+00:00")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from hpcdl.shell import quote
 from hpcdl.spec import Resources
 
 calls: list[list[str]] = []  # every scheduler command run by this process (benchmarks read it)
+SCHEDULER_TIMEOUT = 120  # seconds a scheduler command may take before it counts as failed
+SCRIPT_SETTINGS = {"HPCDL_REQUEUE_MAX"}  # set by the job script itself, never copied from the shell
 
 
 def run_scheduler(
@@ -27,17 +30,24 @@ def run_scheduler(
         with open(os.environ["HPCDL_SCHEDULER_LOG"], "a") as f:
             f.write(" ".join(quote(c) for c in cmd) + "\n")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=120)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=cwd, timeout=SCHEDULER_TIMEOUT
+        )
     except FileNotFoundError:
         raise HpcdlError(
             f"{what}: {cmd[0]} not found; is this a login node of the cluster?"
         ) from None
     except subprocess.TimeoutExpired:
-        raise HpcdlError(f"{what}: {cmd[0]} did not answer within 120 s") from None
+        raise HpcdlError(f"{what}: {cmd[0]} did not answer within {SCHEDULER_TIMEOUT} s") from None
     if check and proc.returncode != 0:
-        message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
-        raise HpcdlError(f"{what} failed: {' '.join(message.split())}")
+        raise scheduler_failure(proc, what)
     return proc
+
+
+def scheduler_failure(proc: subprocess.CompletedProcess, what: str) -> HpcdlError:
+    """The one-line error for a scheduler command that failed, with its own message."""
+    message = proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}"
+    return HpcdlError(f"{what} failed: {' '.join(message.split())}")
 
 
 @dataclass
@@ -129,7 +139,7 @@ class Backend:
                 points_file=job.points_file,
                 sweep_dir=job.sweep_dir,
                 python=sys.executable,
-                env=job.env or {},
+                env={**submitting_settings(), **(job.env or {})},
                 setup=list(job.setup),
                 launch=self.launch(job) if job.kind == "array" else "",
                 ranks=job.resources.ranks,
@@ -156,6 +166,16 @@ class Backend:
     def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
         """Job ids of jobs with these (unique) names submitted since `since`, by name."""
         raise NotImplementedError
+
+
+def submitting_settings() -> dict[str, str]:
+    """The submitting shell's HPCDL_* settings, which the job script records and exports: PBS
+    does not pass the submitting environment on, and the kept script should show them."""
+    return {
+        key: value
+        for key, value in sorted(os.environ.items())
+        if re.fullmatch(r"HPCDL_[A-Za-z0-9_]+", key) and key not in SCRIPT_SETTINGS
+    }
 
 
 def horovod_hosts_expr(nodes_cmd: str, per_node: int) -> str:

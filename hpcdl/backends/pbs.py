@@ -3,12 +3,15 @@
 Options are written as #PBS lines (the script users read) *and* passed on the qsub command line,
 which real PBS accepts (command line wins, values are identical) and which Slurm's Torque
 wrappers (slurm-wlm-torque) need, since they ignore #PBS lines. Job state comes from one
-`qstat -f` call for all jobs; per-point detail comes from the run directories.
+`qstat -f` call for all jobs (PBS Pro: with -x -t, so finished jobs and every subjob are listed);
+per-point detail comes from the run directories.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+from datetime import datetime
 from pathlib import Path
 
 from hpcdl.backends.base import (
@@ -18,6 +21,7 @@ from hpcdl.backends.base import (
     as_int,
     horovod_hosts_expr,
     run_scheduler,
+    scheduler_failure,
 )
 from hpcdl.errors import HpcdlError
 from hpcdl.spec import Resources, seconds_to_hms
@@ -35,6 +39,14 @@ _STATES = {
     "F": "COMPLETED",
     "X": "COMPLETED",
 }
+# PBS Pro's Exit_status for jobs its MoM killed (JOB_EXEC_KILL_* in PBS's job.h)
+_KILLED = {-26: "OUT_OF_MEMORY", -27: "OUT_OF_MEMORY", -29: "TIMEOUT"}
+_DELETED_SUBSTATE = "91"  # finished because of qdel (92: exit 0, 93: non-zero exit or killed)
+# per-job "no such job" answers: that job has no record (left history), not a failed query
+_GONE = re.compile(
+    r"Unknown Job Id|Job has finished|Invalid job id|already completing or completed", re.I
+)
+_UNKNOWN_JOB_EXIT = 153  # PBSE_UNKJOBID; Slurm's qstat wrapper prints nothing with it
 
 
 def pbs_mem(mem: str, times: int = 1) -> str:
@@ -46,32 +58,115 @@ def pbs_mem(mem: str, times: int = 1) -> str:
     return f"{amount:g}{m.group(2).lower()}b"
 
 
-def parse_qstat_f(text: str) -> dict[str, JobRecord]:
-    """`qstat -f` blocks ('Job Id: X' then 'key = value' lines) -> records keyed by job id."""
-    records: dict[str, JobRecord] = {}
-    current: dict[str, str] = {}
-    job_id = None
-
-    def flush():
-        if job_id:
-            raw = current.get("job_state", "")
-            code = as_int(current.get("exit_status", current.get("Exit_status")))
-            state = _STATES.get(raw, "UNKNOWN")
-            if state == "COMPLETED" and code not in (None, 0):
-                state = "FAILED"
-            records[job_id] = JobRecord(state=state, raw_state=raw, exit_code=code)
-            records[job_id.split(".")[0]] = records[job_id]
-
+def qstat_blocks(text: str) -> dict[str, dict[str, str]]:
+    """`qstat -f` output -> {job id: {attribute: value}}. PBS indents attributes by 4 spaces and
+    wraps values at 80 columns onto tab-indented continuation lines, which are joined first
+    (Slurm's qstat wrapper indents attributes with a tab and never wraps)."""
+    lines: list[str] = []
     for line in text.splitlines():
+        if line.startswith("\t") and lines and lines[-1].startswith("    "):
+            lines[-1] += line[1:]
+        else:
+            lines.append(line)
+    blocks: dict[str, dict[str, str]] = {}
+    attrs: dict[str, str] | None = None
+    for line in lines:
         head = re.match(r"^Job Id:\s*(\S+)", line)
         if head:
-            flush()
-            job_id, current = head.group(1), {}
-        elif "=" in line and job_id:
+            attrs = blocks.setdefault(head.group(1), {})
+        elif attrs is not None and "=" in line:
             key, _, value = line.partition("=")
-            current[key.strip()] = value.strip()
-    flush()
+            attrs[key.strip()] = value.strip()
+    return blocks
+
+
+def job_record(attrs: dict[str, str]) -> JobRecord:
+    """One job's or subjob's `qstat -f` attributes -> its record. A finished job is TIMEOUT or
+    OUT_OF_MEMORY when PBS killed it for a limit, CANCELLED when deleted (qdel), FAILED on a
+    non-zero exit. Exit codes above 256 (killed by signal N) become 128 + N, as in a shell."""
+    raw = attrs.get("job_state", "")
+    code = as_int(attrs.get("Exit_status", attrs.get("exit_status")))
+    if code is not None and code > 256:
+        code = 128 + code - 256
+    state = _STATES.get(raw, "UNKNOWN")
+    limit = re.search(r"exceeded resource (\w+)", attrs.get("comment", ""))
+    if state == "COMPLETED":
+        if code in _KILLED:
+            state = _KILLED[code]
+        elif limit:
+            state = "TIMEOUT" if limit.group(1) == "walltime" else "OUT_OF_MEMORY"
+        elif attrs.get("substate") == _DELETED_SUBSTATE:
+            state = "CANCELLED"
+        elif code not in (None, 0):
+            state = "FAILED"
+    return JobRecord(
+        state=state,
+        raw_state=raw,
+        exit_code=code,
+        elapsed_seconds=_seconds(attrs.get("resources_used.walltime")),
+        start=_iso(attrs.get("stime")),
+        end=_iso(attrs.get("obittime")),
+        cpus=as_int(attrs.get("Resource_List.ncpus")),
+        gpus=as_int(attrs.get("Resource_List.ngpus")),
+        max_rss=_size(attrs.get("resources_used.mem")),
+        node=attrs["exec_host"].split("/")[0] if attrs.get("exec_host") else None,
+    )
+
+
+def parse_qstat_f(text: str) -> dict[str, JobRecord]:
+    """Records from `qstat -f` keyed by the id PBS printed (`26[2].vm`) and, Slurm-style, by
+    sequence number: `26` for a job or array, `26_2` for subjob 2 of array `26[]`."""
+    records: dict[str, JobRecord] = {}
+    for job_id, attrs in qstat_blocks(text).items():
+        record = job_record(attrs)
+        records[job_id] = record
+        subjob = re.match(r"^(\d+)\[(\d+)\]", job_id)
+        key = f"{subjob.group(1)}_{subjob.group(2)}" if subjob else sequence(job_id)
+        records[key] = record
     return records
+
+
+def sequence(job_id: str) -> str:
+    """`26[].vm` -> `26`, `25.vm` -> `25` (the number that identifies a job on its server)."""
+    m = re.match(r"^\d+", job_id)
+    return m.group(0) if m else job_id.split(".")[0]
+
+
+def check_answer(proc: subprocess.CompletedProcess, what: str) -> None:
+    """Raise unless the command worked. A non-zero exit is fine only when every message says
+    that a job is unknown or finished (qstat still prints the others), or, from Slurm's qstat
+    wrapper, when it exits 153 without a message (no such job)."""
+    if proc.returncode == 0:
+        return
+    lines = proc.stderr.splitlines() or [  # Slurm's wrappers print errors on stdout
+        x for x in proc.stdout.splitlines() if x.startswith(("qstat:", "qdel:"))
+    ]
+    lines = [x for x in lines if x.strip()]
+    if lines and all(_GONE.search(x) for x in lines):
+        return
+    if not lines and proc.returncode == _UNKNOWN_JOB_EXIT:
+        return
+    raise scheduler_failure(proc, what)
+
+
+def _seconds(hms: str | None) -> float | None:
+    parts = [as_int(x) for x in (hms or "").split(":")]
+    if not parts or None in parts:
+        return None
+    return float(sum(int(p) * 60**i for i, p in enumerate(reversed(parts))))
+
+
+def _size(text: str | None) -> str | None:
+    """PBS's 123456kb -> 123456K (sacct's form)."""
+    m = re.fullmatch(r"(\d+)([kmgt]?)b", text or "")
+    return f"{m.group(1)}{m.group(2).upper()}" if m else None
+
+
+def _iso(text: str | None) -> str | None:
+    try:
+        return datetime.strptime(text or "", "%a %b %d %H:%M:%S %Y").isoformat()
+    except ValueError:
+        return None
 
 
 class PBS(Backend):
@@ -160,27 +255,33 @@ class PBS(Backend):
         return out.stdout.strip().splitlines()[-1].strip()
 
     def query(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """One `qstat -f` for all jobs; PBS Pro adds -x (finished jobs, from the server's job
+        history) and -t (array subjobs). Records are keyed `ID` and `ID_INDEX` with the ids as
+        given (`26[].vm`, `26[].vm_2`). A qstat that fails (server unreachable) raises."""
         if not job_ids:
             return {}
-        cmd = ["qstat", "-f", *(["-x"] if self.flavor == "pro" else []), *job_ids]
-        proc = run_scheduler(cmd, "qstat", check=False)
-        return parse_qstat_f(proc.stdout)
+        flags = ["-x", "-t"] if self.flavor == "pro" else []  # Slurm's Torque wrapper has neither
+        proc = run_scheduler(["qstat", "-f", *flags, *job_ids], "qstat", check=False)
+        check_answer(proc, "qstat")
+        records = parse_qstat_f(proc.stdout)
+        given = {sequence(j): j for j in job_ids}
+        for key, record in list(records.items()):
+            seq, _, index = key.partition("_")
+            if seq in given and "[" not in key and "." not in key:
+                records[f"{given[seq]}_{index}" if index else given[seq]] = record
+        return records
 
     def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
-        out = run_scheduler(
+        proc = run_scheduler(
             ["qstat", "-f", *(["-x"] if self.flavor == "pro" else [])], "qstat", check=False
-        ).stdout
-        found, job_id = {}, None
-        for line in out.splitlines():
-            head = re.match(r"^Job Id:\s*(\S+)", line)
-            if head:
-                job_id = head.group(1)
-            elif job_id and line.strip().startswith("Job_Name"):
-                name = line.split("=", 1)[1].strip()
-                if name in names:
-                    found.setdefault(name, job_id)
+        )
+        check_answer(proc, "qstat")
+        found: dict[str, str] = {}
+        for job_id, attrs in qstat_blocks(proc.stdout).items():
+            if attrs.get("Job_Name") in names:
+                found.setdefault(attrs["Job_Name"], job_id)
         return found
 
     def cancel(self, job_ids: list[str]) -> None:
-        if job_ids:
-            run_scheduler(["qdel", *job_ids], "qdel", check=False)
+        if job_ids:  # jobs that already finished are no error; an unreachable server is
+            check_answer(run_scheduler(["qdel", *job_ids], "qdel", check=False), "qdel")

@@ -14,12 +14,14 @@ from hpcdl.backends.base import (
     as_int,
     horovod_hosts_expr,
     run_scheduler,
+    scheduler_failure,
 )
 
 SACCT_FIELDS = (
     "JobID,JobName,State,ExitCode,ElapsedRaw,Start,End,AllocCPUS,AllocTRES,NodeList,MaxRSS"
 )
 _GPU_TRES = re.compile(r"gres/gpu(?::[^=,]+)?=(\d+)")
+_NO_SUCH_JOB = "Invalid job id specified"  # squeue -j with one id that slurmctld forgot
 
 
 def normalise_state(raw: str) -> str:
@@ -176,24 +178,22 @@ class Slurm(Backend):
         return out.split(";")[0]
 
     def query(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        """One sacct for all jobs, one squeue for those sacct does not know yet. A command that
+        fails or times out raises: "no record" would make `resume` run live points twice."""
         if not job_ids:
             return {}
-        proc = run_scheduler(
-            ["sacct", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)], "sacct", check=False
-        )
-        records = parse_sacct(proc.stdout) if proc.returncode == 0 else {}
+        records = parse_sacct(_sacct(["-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)]))
         missing = [
             j
             for j in job_ids
             if j not in records and not any(k.startswith(f"{j}_") for k in records)
         ]
         if missing:  # just submitted (not in the accounting DB yet) or no accounting at all
-            out = run_scheduler(
-                ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(missing)],
-                "squeue",
-                check=False,
-            ).stdout
-            for line in out.splitlines():
+            cmd = ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(missing)]
+            proc = run_scheduler(cmd, "squeue", check=False)
+            if proc.returncode != 0 and _NO_SUCH_JOB not in proc.stderr:
+                raise scheduler_failure(proc, "squeue")
+            for line in proc.stdout.splitlines():
                 key, _, state = line.partition("|")
                 records[key.strip()] = JobRecord(state=normalise_state(state), raw_state=state)
         return records
@@ -207,27 +207,25 @@ class Slurm(Backend):
             return {}
         found: dict[str, str] = {}
         queued = run_scheduler(
-            ["squeue", "-h", "-r", "--name", ",".join(names), "-o", "%F|%j"], "squeue", check=False
+            ["squeue", "-h", "-r", "--name", ",".join(names), "-o", "%F|%j"], "squeue"
         ).stdout
         since = since.split("+")[0]  # sacct wants local time without the offset
-        done = run_scheduler(
-            [
-                "sacct",
-                "-X",
-                "-n",
-                "-P",
-                "-S",
-                since,
-                "--name",
-                ",".join(names),
-                "-o",
-                "JobID,JobName",
-            ],
-            "sacct",
-            check=False,
-        ).stdout
+        done = _sacct(
+            ["-X", "-n", "-P", "-S", since, "--name", ",".join(names), "-o", "JobID,JobName"]
+        )
         for line in [*queued.splitlines(), *done.splitlines()]:
             job_id, _, name = line.partition("|")
             if name in names and job_id:
                 found.setdefault(name, job_id.split("_")[0])
         return found
+
+
+def _sacct(args: list[str]) -> str:
+    """sacct's output; '' on a cluster without accounting (squeue is all there is); any other
+    failure raises."""
+    proc = run_scheduler(["sacct", *args], "sacct", check=False)
+    if proc.returncode == 0:
+        return proc.stdout
+    if "accounting storage is disabled" in proc.stderr.lower():
+        return ""
+    raise scheduler_failure(proc, "sacct")

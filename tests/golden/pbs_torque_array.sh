@@ -17,7 +17,13 @@ POINTS_FILE=/scratch/me/results/demo/jobs/a000.points
 RUN_DIR=$(sed -n "$((INDEX + 1))p" "$POINTS_FILE")
 if [ -z "$RUN_DIR" ]; then echo "hpcdl: no point for array index $INDEX in $POINTS_FILE" >&2; exit 2; fi
 export HPCDL_REQUEUE_MAX=0
+export HPCDL_DATA_DIR=/scratch/me/data
 cd "$RUN_DIR" || exit 2
+# Open MPI 4.1 cannot start a 1-rank run when TMPDIR contains [ or ] (PBS array subjobs get
+# /var/tmp/pbs.ID[INDEX].server): training gets a bracket-free link to the same folder
+case "${TMPDIR:-}" in
+*[][]*) ln -sfn "$TMPDIR" "$RUN_DIR/.tmp" && export TMPDIR="$RUN_DIR/.tmp" ;;
+esac
 echo "== $(date -Is) pbs job ${PBS_JOBID:-${SLURM_JOB_ID:-}} on $(hostname): 4 rank(s)" >> job.out
 # exec: the scheduler's signals (time-limit warning, cancel) reach the training process directly
 exec mpirun -np 4 ${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"} PYTHON -m hpcdl train "$RUN_DIR/config.yaml" >> job.out 2>&1

@@ -9,4 +9,5 @@
 #PBS -m abe
 
 set -uo pipefail
+export HPCDL_DATA_DIR=/scratch/me/data
 exec PYTHON -m hpcdl collect /scratch/me/results/demo
