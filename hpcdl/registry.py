@@ -1,0 +1,117 @@
+"""Registries: one per kind of extension (models, data sets, backends, search methods, report
+sections). Built-ins register the same way a user's code does, and the schema, the CLI's choices
+and the error messages read the registry instead of lists kept in step by hand.
+
+    MODELS = Registry("model")
+
+    @MODELS.register("mnist_cnn")
+    def mnist_cnn(...): ...
+
+    MODELS.get("mnist_cnn")            # the registered object
+    MODELS.get("mypkg.nets:build")     # a user's `module:attribute`, imported on first use
+    MODELS.names()                     # ["indian_pines_3dcnn", "mnist_cnn"]
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from hpcdl.errors import HpcdlError
+
+T = TypeVar("T")
+
+
+def is_reference(name: str) -> bool:
+    """Whether a name is a user's `module:attribute` rather than a registered name."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module and attr)
+
+
+@contextmanager
+def code_path(folder: str | Path | None) -> Iterator[None]:
+    """Put a user's code folder first on the import path while the block runs."""
+    if folder is None:
+        yield
+        return
+    entry = str(Path(folder).resolve())
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if entry in sys.path:
+            sys.path.remove(entry)
+
+
+def import_reference(reference: str, what: str = "object") -> Any:
+    """Import `package.module:attribute` (the attribute may be dotted), one-line error if not."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as err:  # a user's module may fail in any way while it imports
+        raise HpcdlError(
+            f"{what} {reference!r}: module {module_name!r} does not import "
+            f"({type(err).__name__}: {err})"
+        ) from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise HpcdlError(f"{what} {reference!r}: {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+class Registry(Generic[T]):
+    """Named objects of one kind, each registered once."""
+
+    def __init__(self, kind: str, allow_references: bool = False):
+        self.kind = kind
+        self.allow_references = allow_references
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, obj: T | None = None) -> Any:
+        """Register `obj` under `name`; without `obj`, return a decorator that does."""
+
+        def add(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                raise HpcdlError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = item
+            return item
+
+        return add(obj) if obj is not None else add
+
+    def get(self, name: str) -> T:
+        """The object registered as `name` (or a `module:attribute` where references are allowed)."""
+        if name in self._items:
+            return self._items[name]
+        if self.allow_references and is_reference(name):
+            return import_reference(name, self.kind)
+        hint = " or a 'module:function' of your own" if self.allow_references else ""
+        raise HpcdlError(f"unknown {self.kind} {name!r}; choose {self.choices()}{hint}")
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def choices(self) -> str:
+        """'a, b or c': the registered names for messages."""
+        names = self.names()
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._items.items())
+
+
+def lazy(reference: str) -> Callable[..., Any]:
+    """A callable that imports `module:function` on first call (keeps heavy imports out of start-up)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return import_reference(reference, "built-in")(*args, **kwargs)
+
+    call.__name__ = reference.rpartition(":")[2]
+    return call
