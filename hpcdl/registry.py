@@ -84,7 +84,7 @@ class Registry(Generic[T]):
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> T:
-        """The object registered as `name` (or a `module:attribute` where references are allowed)."""
+        """The object registered as `name`, or a `module:attribute` where references are allowed."""
         if name in self._items:
             return self._items[name]
         if self.allow_references and is_reference(name):
@@ -98,7 +98,9 @@ class Registry(Generic[T]):
     def choices(self) -> str:
         """'a, b or c': the registered names for messages."""
         names = self.names()
-        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        if len(names) < 2:
+            return names[0] if names else "(none registered)"
+        return ", ".join(names[:-1]) + " or " + names[-1]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -108,7 +110,7 @@ class Registry(Generic[T]):
 
 
 def lazy(reference: str) -> Callable[..., Any]:
-    """A callable that imports `module:function` on first call (keeps heavy imports out of start-up)."""
+    """A callable that imports `module:function` when first called (keeps start-up light)."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return import_reference(reference, "built-in")(*args, **kwargs)
