@@ -23,7 +23,8 @@ import pandas as pd
 from hpcdl import rundir
 from hpcdl.manifest import Manifest, load_manifest, now
 from hpcdl.spec import Resources
-from hpcdl.sweep import ACTIVE_STATES, statuses
+from hpcdl.states import ACTIVE_STATES
+from hpcdl.sweep.status import statuses
 
 SUMMARY = "summary"
 CURVES = "curves"

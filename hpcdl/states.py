@@ -1,0 +1,123 @@
+"""Point states: what a point's run directory and the scheduler's record say about it.
+
+FINISHED (result.json written), PENDING / RUNNING (active), the states `hpcdl resume` reruns
+(RERUN_STATES), and UNCONFIRMED (a submission an interrupted `hpcdl sweep` did not record).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcdl import rundir
+from hpcdl.backends.base import JobRecord
+
+RERUN_STATES = {
+    "MISSING",
+    "FAILED",
+    "TIMEOUT",
+    "CANCELLED",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "LOST",
+    "UNKNOWN",
+}
+ACTIVE_STATES = {"PENDING", "RUNNING"}
+
+
+@dataclass
+class PointStatus:
+    id: str
+    state: str
+    reason: str
+    job: str | None
+    run_dir: str
+    label: str
+    record: JobRecord | None = None  # what the scheduler said (None: nothing)
+
+
+def last_error_line(run_dir: Path, name: str = "job.out") -> str:
+    """The last line of a log that looks like an error ('' when none does)."""
+    path = run_dir / name
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 16384))
+        lines = [x.strip() for x in f.read().decode(errors="replace").splitlines() if x.strip()]
+    for line in reversed(lines):
+        if any(
+            w in line
+            for w in (
+                "Error",
+                "error:",
+                "Killed",
+                "Traceback",
+                "Exception",
+                "CANCELLED",
+                "DUE TO TIME LIMIT",
+                "oom",
+                "Segmentation",
+                "An error occurred in MPI_",  # Open MPI could not start (MPI_Init_thread)
+                "MPI_ABORT was invoked",
+                "ORTE_ERROR_LOG",
+                "not enough slots",
+            )
+        ):
+            return line.lstrip("* ")[:300]
+    return ""
+
+
+BASE_REASONS = {
+    "TIMEOUT": "time limit reached",
+    "OUT_OF_MEMORY": "out of memory",
+    "CANCELLED": "cancelled",
+    "PREEMPTED": "preempted",
+    "LOST": "its process is gone (the runner or node died)",
+}
+
+
+def point_state(
+    run_dir: Path, submitted: bool, record: JobRecord | None, unconfirmed: bool = False
+) -> tuple[str, str]:
+    """(state, reason) of one point: its files first, the scheduler's word second."""
+    if (run_dir / rundir.RESULT).exists():
+        return "FINISHED", ""
+    if not submitted:
+        return "MISSING", "never submitted"
+    if unconfirmed:
+        return "UNCONFIRMED", "its submission was not recorded; `hpcdl resume` settles it"
+    if record is None:
+        return "UNKNOWN", "the scheduler has no record of its job"
+    state = record.state
+    if state == "RUNNING" and not (run_dir / "job.out").exists():
+        state = "PENDING"  # PBS reports a whole array running before this index started
+    if state in ACTIVE_STATES:
+        return state, ""
+    if state == "COMPLETED":
+        state, parts = "FAILED", ["ended without result.json"]
+    elif state in BASE_REASONS:
+        parts = [BASE_REASONS[state]]
+    else:
+        parts = [f"exit {record.exit_code}"] if record.exit_code not in (None, 0) else []
+    failure = run_dir / rundir.FAILURE
+    if failure.exists():
+        try:
+            parts.append(rundir.read_json(failure).get("reason", ""))
+        except ValueError:
+            pass
+    tail = last_error_line(run_dir)
+    if tail and not any(tail in p or p in tail for p in parts if p):
+        parts.append(tail)
+    return state, ": ".join(p for p in parts if p) or "ended without result.json"
+
+
+def counts(points: list[PointStatus]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for p in points:
+        out[p.state] = out.get(p.state, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def count_line(points: list[PointStatus]) -> str:
+    """'3 finished, 1 running, ...'"""
+    return ", ".join(f"{n} {s.lower()}" for s, n in counts(points).items())

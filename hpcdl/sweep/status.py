@@ -1,0 +1,95 @@
+"""Watching a sweep: every point's state from ONE scheduler query, the status text, waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hpcdl.backends.base import JobRecord
+from hpcdl.backends.local import read_state
+from hpcdl.errors import HpcdlError
+from hpcdl.grid import overrides_label
+from hpcdl.manifest import Manifest, Submission, load_manifest, now
+from hpcdl.states import ACTIVE_STATES, PointStatus, count_line, point_state
+from hpcdl.sweep.plan import backend_for, spec_of
+
+
+def statuses(manifest: Manifest) -> list[PointStatus]:
+    """Every point's state from its run directory and ONE scheduler query for the whole sweep."""
+    latest: dict[str, tuple[Submission, int]] = {}
+    for sub in manifest.submissions:
+        if sub.kind == "array":
+            for index, pid in enumerate(sub.points):
+                latest[pid] = (sub, index)
+    records: dict[str, JobRecord] = {}
+    if manifest.backend != "local":
+        ids = sorted({s.job_id for s, _ in latest.values() if s.job_id})
+        if ids:
+            runner = backend_for(spec_of(manifest))
+            records = runner.query(ids)
+    out = []
+    for entry in manifest.points:
+        sub_index = latest.get(entry.id)
+        job_key = (
+            f"{sub_index[0].job_id}_{sub_index[1]}" if sub_index and sub_index[0].job_id else None
+        )
+        if manifest.backend == "local":
+            record = read_state(Path(entry.run_dir))
+        else:
+            record = records.get(job_key or "") or (
+                records.get(sub_index[0].job_id or "") if sub_index else None
+            )
+        unconfirmed = sub_index is not None and sub_index[0].state in ("planned", "failed")
+        state, reason = point_state(Path(entry.run_dir), sub_index is not None, record, unconfirmed)
+        label = overrides_label(entry.overrides)
+        out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label, record))
+    return out
+
+
+def format_status(manifest: Manifest, points: list[PointStatus], verbose: bool) -> str:
+    summary = count_line(points)
+    lines = [f"sweep {manifest.name} ({manifest.backend}, {len(points)} points): {summary}"]
+    for sub in manifest.submissions:  # what was submitted, and what may not have been
+        what = f"{len(sub.points)} point(s)" if sub.kind == "array" else "collect"
+        job = f"job {sub.job_id}" if sub.job_id else "no job id"
+        if verbose or sub.state != "submitted":
+            lines.append(
+                f"  submission {sub.token}: {sub.state}, {job}, {what}"
+                + (f" ({sub.error})" if sub.error else "")
+            )
+    shown = points if verbose else [p for p in points if p.state != "FINISHED"]
+    for p in shown[:200] if not verbose else shown:
+        reason = f"  {p.reason}" if p.reason else ""
+        lines.append(f"  {p.state:13s} {p.id:40s} {p.job or '-':>12s}{reason}")
+    if not verbose and len(shown) > 200:
+        lines.append(f"  ... {len(shown) - 200} more (use --all)")
+    return "\n".join(lines)
+
+
+def wait(
+    folder: str | Path,
+    timeout: float | None = None,
+    out: Callable[[str], None] = print,
+    first_delay: float = 2.0,
+    max_delay: float = 60.0,
+) -> tuple[Manifest, list[PointStatus]]:
+    """Poll until no point is pending or running; one scheduler query per poll, the pause
+    doubling from `first_delay` to `max_delay`. Prints the counts whenever they change.
+    Raises HpcdlError after `timeout` seconds."""
+    start, delay, last = time.monotonic(), first_delay, ""
+    while True:
+        manifest = load_manifest(folder)  # re-read: a `resume` elsewhere may add submissions
+        points = statuses(manifest)
+        line = count_line(points)
+        if line != last:
+            out(f"{now()} {manifest.name}: {line}")
+            last = line
+        if not any(p.state in ACTIVE_STATES for p in points):
+            return manifest, points
+        waited = time.monotonic() - start
+        if timeout is not None and waited >= timeout:
+            raise HpcdlError(f"{manifest.name}: still {line} after {waited:.0f} s")
+        pause = delay if timeout is None else min(delay, max(0.0, timeout - waited))
+        time.sleep(pause)
+        delay = min(2 * delay, max_delay)
