@@ -22,7 +22,6 @@ import json
 import operator
 import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,6 +29,7 @@ import yaml
 
 from hpcdl import rundir
 from hpcdl.errors import HpcdlError
+from hpcdl.files import utc_now
 from hpcdl.preempt import EXIT_STOPPED, StopRequest, requeue_blocker, requeue_self
 
 PARAMS_FILE = "params.yaml"
@@ -117,10 +117,6 @@ def _epoch_number(epoch: Any) -> int:
     return number
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def log(epoch: int, **metrics: Any) -> None:
     """Record one finished epoch (numbered from 1, as hpcdl and Keras' "Epoch 1/N" do) with its
     metrics, in the built-in loop's names where they apply: loss, accuracy, val_loss,
@@ -132,7 +128,7 @@ def log(epoch: int, **metrics: Any) -> None:
     """
     record = {"epoch": _epoch_number(epoch)}
     record.update({name: _plain(value, name) for name, value in metrics.items()})
-    record.setdefault("time", _now())
+    record.setdefault("time", utc_now())
     if size() is not None:
         record.setdefault("ranks", size())
     if not is_root():
@@ -212,7 +208,7 @@ def requeue(reason: str = "") -> NoReturn:
         blocker = requeue_blocker()
         then = f"{blocker}; run `hpcdl resume` to continue" if blocker else "requeueing"
         rundir.write_json_atomic(
-            run_dir() / rundir.FAILURE, {"reason": f"{why}; {then}", "time": _now()}
+            run_dir() / rundir.FAILURE, {"reason": f"{why}; {then}", "time": utc_now()}
         )
         print(f"hpcdl.session: {why}; {requeue_self()}", file=sys.stderr)
     sys.stdout.flush()

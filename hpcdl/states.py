@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hpcdl import rundir
 from hpcdl.backends.base import JobRecord
+from hpcdl.files import tail_lines
 
 RERUN_STATES = {
     "MISSING",
@@ -38,12 +39,7 @@ class PointStatus:
 
 def last_error_line(run_dir: Path, name: str = "job.out") -> str:
     """The last line of a log that looks like an error ('' when none does)."""
-    path = run_dir / name
-    if not path.exists():
-        return ""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 16384))
-        lines = [x.strip() for x in f.read().decode(errors="replace").splitlines() if x.strip()]
+    lines = [x.strip() for x in tail_lines(run_dir / name) if x.strip()]
     for line in reversed(lines):
         if any(
             w in line

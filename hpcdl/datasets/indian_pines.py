@@ -22,7 +22,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from hpcdl.config import IndianPinesData
 from hpcdl.datasets.base import ArraySplit, Prepared, WindowSplit, gather_windows
 from hpcdl.datasets.sources import data_root, read_mat_array, require_file
 from hpcdl.errors import HpcdlError
+from hpcdl.files import atomic_path
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -191,18 +191,10 @@ def cached_patches(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             patches = gather_windows(padded, coords, cfg.window)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-            os.close(fd)
-            try:
-                with h5py.File(tmp, "w") as f:
-                    f.create_dataset("patches", data=patches)
-                    f.create_dataset("coords", data=coords)
-                    f.attrs["key"] = key
-                os.chmod(tmp, 0o644)  # mkstemp makes it private; other users' jobs read it too
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+                f.create_dataset("patches", data=patches)
+                f.create_dataset("coords", data=coords)
+                f.attrs["key"] = key
             return patches
     with h5py.File(path, "r", locking=False) as f:
         if f.attrs.get("key") != key or not np.array_equal(f["coords"][:], coords):

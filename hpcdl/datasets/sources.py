@@ -15,12 +15,12 @@ import gzip
 import hashlib
 import io
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcdl.errors import HpcdlError
+from hpcdl.files import write_bytes_atomic
 
 DATASET_DIRS = {"mnist": "mnist", "indian_pines": "indian_pines"}
 ALIASES = {"mnist": "mnist", "indian-pines": "indian_pines", "indian_pines": "indian_pines"}
@@ -197,21 +197,6 @@ def _download(url: str, timeout: float = 60.0) -> bytes:
         return resp.read()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that `path` is either absent/old or complete, never half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch(dataset: str, root: Path, include_optional: bool = False, log=print) -> list[Path]:
     """Make sure every file of `dataset` is in `root/<dataset>/`, verified; download the rest.
 
@@ -243,7 +228,7 @@ def fetch(dataset: str, root: Path, include_optional: bool = False, log=print) -
             if not spec.sha256:
                 content_sha256(data, spec.check)  # at least it must parse
             path = target_dir / spec.name
-            write_atomic(path, data)
+            write_bytes_atomic(path, data)
             log(f"fetched   {path} ({len(data) / 1e6:.1f} MB from {url})")
             done.append(path)
             break
@@ -279,6 +264,6 @@ def _from_tensorly(spec: DataFile, target_dir: Path, log=print) -> Path:
     buf = io.BytesIO()
     scipy.io.savemat(buf, {key: array}, do_compression=True)
     path = target_dir / spec.name
-    write_atomic(path, buf.getvalue())
+    write_bytes_atomic(path, buf.getvalue())
     log(f"fetched   {path} (from the tensorly package)")
     return path

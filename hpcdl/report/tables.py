@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from hpcdl import rundir
+from hpcdl.files import tail_lines
 from hpcdl.report.data import SEED, SweepData
 
 TOP = 10
@@ -136,10 +137,7 @@ def failures(s: SweepData, n: int = 50) -> pd.DataFrame:
 def log_tail(path: Path, lines: int = 5) -> str:
     if not path.exists():
         return "(no log)"
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - 8192))
-        text = f.read().decode(errors="replace").splitlines()
-    return "\n".join(text[-lines:]) or "(empty log)"
+    return "\n".join(tail_lines(path, 8192)[-lines:]) or "(empty log)"
 
 
 def scaling(s: SweepData) -> pd.DataFrame:
