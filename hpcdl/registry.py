@@ -67,9 +67,10 @@ def import_reference(reference: str, what: str = "object") -> Any:
 class Registry(Generic[T]):
     """Named objects of one kind, each registered once."""
 
-    def __init__(self, kind: str, allow_references: bool = False):
+    def __init__(self, kind: str, allow_references: bool = False, reference: str = "function"):
         self.kind = kind
         self.allow_references = allow_references
+        self.reference = reference  # what a user's `module:attribute` names, for messages
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None) -> Any:
@@ -89,7 +90,7 @@ class Registry(Generic[T]):
             return self._items[name]
         if self.allow_references and is_reference(name):
             return import_reference(name, self.kind)
-        hint = " or a 'module:function' of your own" if self.allow_references else ""
+        hint = f" or a 'module:{self.reference}' of your own" if self.allow_references else ""
         raise HpcdlError(f"unknown {self.kind} {name!r}; choose {self.choices()}{hint}")
 
     def names(self) -> list[str]:

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,20 @@ class JobRecord:
     raw_state: str = ""
 
 
+@dataclass(frozen=True)
+class ArrayTask:
+    """One point's place in a submitted array: job id, index, run directory."""
+
+    job_id: str
+    index: int
+    run_dir: Path
+
+    @property
+    def key(self) -> str:
+        """How the scheduler names the task ('ID_INDEX')."""
+        return f"{self.job_id}_{self.index}"
+
+
 @dataclass
 class ScriptJob:
     """Everything a job script needs to be rendered."""
@@ -93,6 +108,9 @@ class Backend:
     index_expr = "0"
     job_id_expr = "local"
     template_name = "job.sh.j2"
+
+    def __init__(self, options: Any = None):
+        self.options = options  # the spec's `scheduler` section (None where not needed)
 
     def directives(self, job: ScriptJob) -> list[str]:
         return []
@@ -166,6 +184,22 @@ class Backend:
     def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
         """Job ids of jobs with these (unique) names submitted since `since`, by name."""
         raise NotImplementedError
+
+    def task_records(self, tasks: dict[str, ArrayTask]) -> dict[str, JobRecord]:
+        """The record of each point's array task, by point id, from ONE query of all their jobs
+        (a scheduler that keeps no per-task record answers for the whole array)."""
+        ids = sorted({t.job_id for t in tasks.values()})
+        records = self.query(ids) if ids else {}
+        found = {}
+        for point, task in tasks.items():
+            record = records.get(task.key) or records.get(task.job_id)
+            if record is not None:
+                found[point] = record
+        return found
+
+    def run_submitted(self, out: Callable[[str], None] = print) -> None:
+        """Called once a submission's jobs are all recorded: a cluster has them already (nothing
+        to do); the local backend runs them here, in the foreground."""
 
 
 def submitting_settings() -> dict[str, str]:

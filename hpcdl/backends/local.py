@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from hpcdl import rundir
-from hpcdl.backends.base import Backend, JobRecord, ScriptJob
+from hpcdl.backends.base import ArrayTask, Backend, JobRecord, ScriptJob
+from hpcdl.errors import HpcdlError
 from hpcdl.manifest import now
 
 STATE_FILE = "local.json"
@@ -28,9 +30,53 @@ GRACE_SECONDS = 20
 
 
 class Local(Backend):
+    """Submitting queues a job here; `run_submitted` runs the queue in the foreground: each array
+    `max_concurrent` points at a time, then the collect job."""
+
     name = "local"
     index_expr = "${1:?usage: job.sh ARRAY_INDEX}"
     job_id_expr = "local-$$"
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.queue: list[tuple[Path, ScriptJob]] = []
+
+    def submit(self, script: Path, job: ScriptJob, depend: list[str] | None = None) -> str:
+        """Queue the job; its points are PENDING while this process lives (else LOST)."""
+        if job.kind == "array" and job.points_file is not None:
+            for run_dir in points_of(job.points_file):
+                write_state(run_dir, "PENDING", runner=os.getpid())
+        self.queue.append((script, job))
+        return f"local-{os.getpid()}"
+
+    def run_submitted(self, out: Callable[[str], None] = print) -> None:
+        queue, self.queue = self.queue, []
+        for script, job in queue:
+            if job.kind == "collect":
+                subprocess.run(["bash", str(script)], check=False)
+                continue
+            run_dirs = points_of(job.points_file)
+            concurrent = job.throttle or 1
+            out(
+                f"running {len(run_dirs)} point(s) here, {concurrent} at a time "
+                f"({job.resources.ranks} rank(s) each); Ctrl-C stops them"
+            )
+            log_dir = job.log_dir or job.sweep_dir / "logs"
+            self.run(script, run_dirs, concurrent, job.resources.time_seconds, log_dir, out)
+
+    def task_records(self, tasks: dict[str, ArrayTask]) -> dict[str, JobRecord]:
+        """Each point's record from its run directory (local.json): no scheduler to ask."""
+        found = {point: read_state(task.run_dir) for point, task in tasks.items()}
+        return {point: record for point, record in found.items() if record is not None}
+
+    def query(self, job_ids: list[str]) -> dict[str, JobRecord]:
+        return {}  # records live in the run directories (task_records)
+
+    def find_jobs(self, names: list[str], since: str) -> dict[str, str]:
+        return {}  # a local job that was never recorded never ran
+
+    def cancel(self, job_ids: list[str]) -> None:
+        raise HpcdlError("local sweeps run in the foreground: stop them with Ctrl-C")
 
     def launch(self, job: ScriptJob) -> str:
         n = job.resources.ranks
@@ -133,6 +179,13 @@ def _stop_on_signals() -> Callable[[], None]:
             signal.signal(sig, handler)
 
     return restore
+
+
+def points_of(points_file: Path | None) -> list[Path]:
+    """The run directories of an array, one per line of its points file."""
+    if points_file is None:
+        return []
+    return [Path(line) for line in Path(points_file).read_text().splitlines() if line]
 
 
 def _alive(pid: int) -> bool:

@@ -173,6 +173,7 @@ class PBS(Backend):
     name = "pbs"
 
     def __init__(self, flavor: str = "pro"):
+        super().__init__()
         self.flavor = flavor
         if flavor == "pro":
             self.index_expr = "${PBS_ARRAY_INDEX:-0}"

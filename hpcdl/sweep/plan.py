@@ -84,7 +84,7 @@ def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
 
 def backend_for(spec: SweepSpec) -> Backend:
     """The scheduler backend a spec asks for."""
-    return get_backend(spec.backend, spec.scheduler.flavor)
+    return get_backend(spec.backend, spec.scheduler)
 
 
 def spec_of(manifest: Manifest) -> SweepSpec:

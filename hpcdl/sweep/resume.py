@@ -29,7 +29,7 @@ def resume(
             raise HpcdlError(format_validation_error(err, "--time")) from None
     spec = spec_of(manifest)
     runner = backend_for(spec)
-    settled = reconcile(manifest, runner, out) if spec.backend != "local" else []
+    settled = reconcile(manifest, runner, out)
     todo = [p.id for p in statuses(manifest) if p.state in RERUN_STATES]
     if not todo and not settled:
         out(f"sweep {manifest.name}: nothing to resume")

@@ -6,8 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hpcdl.backends.base import JobRecord
-from hpcdl.backends.local import read_state
+from hpcdl.backends.base import ArrayTask
 from hpcdl.errors import HpcdlError
 from hpcdl.grid import overrides_label
 from hpcdl.manifest import Manifest, Submission, load_manifest, now
@@ -17,33 +16,39 @@ from hpcdl.sweep.plan import backend_for, spec_of
 
 def statuses(manifest: Manifest) -> list[PointStatus]:
     """Every point's state from its run directory and ONE scheduler query for the whole sweep."""
-    latest: dict[str, tuple[Submission, int]] = {}
+    latest: dict[str, tuple[Submission, int]] = {}  # each point's last array submission
     for sub in manifest.submissions:
         if sub.kind == "array":
             for index, pid in enumerate(sub.points):
                 latest[pid] = (sub, index)
-    records: dict[str, JobRecord] = {}
-    if manifest.backend != "local":
-        ids = sorted({s.job_id for s, _ in latest.values() if s.job_id})
-        if ids:
-            runner = backend_for(spec_of(manifest))
-            records = runner.query(ids)
+    tasks = {
+        entry.id: ArrayTask(sub.job_id, index, Path(entry.run_dir))
+        for entry in manifest.points
+        if entry.id in latest
+        for sub, index in [latest[entry.id]]
+        if sub.job_id
+    }
+    records = backend_for(spec_of(manifest)).task_records(tasks)
     out = []
     for entry in manifest.points:
         sub_index = latest.get(entry.id)
-        job_key = (
-            f"{sub_index[0].job_id}_{sub_index[1]}" if sub_index and sub_index[0].job_id else None
-        )
-        if manifest.backend == "local":
-            record = read_state(Path(entry.run_dir))
-        else:
-            record = records.get(job_key or "") or (
-                records.get(sub_index[0].job_id or "") if sub_index else None
-            )
+        task = tasks.get(entry.id)
         unconfirmed = sub_index is not None and sub_index[0].state in ("planned", "failed")
-        state, reason = point_state(Path(entry.run_dir), sub_index is not None, record, unconfirmed)
+        state, reason = point_state(
+            Path(entry.run_dir), sub_index is not None, records.get(entry.id), unconfirmed
+        )
         label = overrides_label(entry.overrides)
-        out.append(PointStatus(entry.id, state, reason, job_key, entry.run_dir, label, record))
+        out.append(
+            PointStatus(
+                entry.id,
+                state,
+                reason,
+                task.key if task else None,
+                entry.run_dir,
+                label,
+                records.get(entry.id),
+            )
+        )
     return out
 
 

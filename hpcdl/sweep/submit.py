@@ -4,13 +4,11 @@ collect job after them), settle submissions an interrupted `hpcdl sweep` left un
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 from hpcdl import __version__, rundir
 from hpcdl.backends.base import Backend, ScriptJob
-from hpcdl.backends.local import write_state
 from hpcdl.config import config_to_dict
 from hpcdl.errors import HpcdlError
 from hpcdl.manifest import Manifest, PointEntry, Submission, now
@@ -60,13 +58,11 @@ def submit(
     also_wait_for: tuple[str, ...] = (),
 ) -> list[Submission]:
     """Submit `point_ids` as job arrays (split at the scheduler's MaxArraySize), then the collect
-    job after them (and after `also_wait_for`); the local backend runs them now instead.
+    job after them (and after `also_wait_for`); the local backend runs them now, at the end.
 
     Every submission is recorded as planned, with a unique job name, before its scheduler call,
     and the manifest is saved after each call: a crash leaves a record `resume` can reconcile."""
     sweep_dir = Path(manifest.sweep_dir)
-    if spec.backend == "local":
-        return [_run_local(manifest, spec, runner, point_ids, prefix, out)]
     size = runner.max_array_size() if point_ids else 1
     if spec.scheduler.max_array_size:
         size = min(size, spec.scheduler.max_array_size)
@@ -101,6 +97,7 @@ def submit(
         _submit_one(manifest, runner, sub, job, after)
         out(f"submitted {sub.job_name}: job {sub.job_id} (collect, after {','.join(after)})")
         done.append(sub)
+    runner.run_submitted(out)
     return done
 
 
@@ -146,54 +143,8 @@ def reconcile(manifest: Manifest, runner: Backend, out: Callable[[str], None] = 
     return arrays
 
 
-def _run_local(
-    manifest: Manifest,
-    spec: SweepSpec,
-    runner: Backend,
-    point_ids: list[str],
-    prefix: str,
-    out: Callable[[str], None],
-) -> Submission:
-    sweep_dir = Path(manifest.sweep_dir)
-    token = manifest.next_token(prefix)
-    points_file = sweep_dir / "jobs" / f"{token}.points"
-    job = script_job(spec, manifest, "array", token, len(point_ids), points_file)
-    script = sweep_dir / "jobs" / f"{token}.sh"
-    run_dirs = [Path(manifest.point(pid).run_dir) for pid in point_ids]
-    rundir.write_text_atomic(points_file, "".join(f"{d}\n" for d in run_dirs))
-    rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
-    sub = Submission(
-        token,
-        "array",
-        job.job_name,
-        str(script),
-        list(point_ids),
-        str(points_file),
-        job_id=f"local-{os.getpid()}",
-        state="submitted",
-        submitted_at=now(),
-    )
-    for run_dir in run_dirs:  # pending while this process lives (else LOST), before it is recorded
-        write_state(run_dir, "PENDING", runner=os.getpid())
-    manifest.submissions.append(sub)
-    manifest.save()
-    concurrent = spec.max_concurrent or 1
-    out(
-        f"running {len(point_ids)} point(s) here, {concurrent} at a time "
-        f"({spec.resources.ranks} rank(s) each); Ctrl-C stops them"
-    )
-    runner.run(script, run_dirs, concurrent, spec.resources.time_seconds, sweep_dir / "logs", out)
-    if spec.collect:
-        from hpcdl.collect import collect
-
-        collect(sweep_dir, out=out)
-    return sub
-
-
 def cancel(manifest: Manifest, out: Callable[[str], None] = print) -> list[str]:
     """Cancel every submitted job of the sweep in one scheduler call."""
-    if manifest.backend == "local":
-        raise HpcdlError("local sweeps run in the foreground: stop them with Ctrl-C")
     ids = [s.job_id for s in manifest.submissions if s.job_id]
     runner = backend_for(spec_of(manifest))
     runner.cancel(ids)
