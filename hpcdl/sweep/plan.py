@@ -11,7 +11,7 @@ from hpcdl.backends import get_backend
 from hpcdl.backends.base import Backend, ScriptJob
 from hpcdl.grid import Point, expand
 from hpcdl.manifest import Manifest
-from hpcdl.spec import SweepSpec, load_spec
+from hpcdl.spec import SchedulerOptions, SweepSpec, load_spec
 
 
 def plan(spec_path: str | Path, backend: str | None = None) -> tuple[SweepSpec, dict, list[Point]]:
@@ -85,6 +85,12 @@ def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
 def backend_for(spec: SweepSpec) -> Backend:
     """The scheduler backend a spec asks for."""
     return get_backend(spec.backend, spec.scheduler)
+
+
+def backend_of(manifest: Manifest) -> Backend:
+    """The backend a sweep was submitted to, from its manifest (without revalidating the spec)."""
+    options = SchedulerOptions.model_validate(manifest.spec.get("scheduler") or {})
+    return get_backend(manifest.backend, options)
 
 
 def spec_of(manifest: Manifest) -> SweepSpec:

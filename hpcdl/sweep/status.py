@@ -11,7 +11,7 @@ from hpcdl.errors import HpcdlError
 from hpcdl.grid import overrides_label
 from hpcdl.manifest import Manifest, Submission, load_manifest, now
 from hpcdl.states import ACTIVE_STATES, PointStatus, count_line, point_state
-from hpcdl.sweep.plan import backend_for, spec_of
+from hpcdl.sweep.plan import backend_of
 
 
 def statuses(manifest: Manifest) -> list[PointStatus]:
@@ -28,7 +28,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
         for sub, index in [latest[entry.id]]
         if sub.job_id
     }
-    records = backend_for(spec_of(manifest)).task_records(tasks)
+    records = backend_of(manifest).task_records(tasks)
     out = []
     for entry in manifest.points:
         sub_index = latest.get(entry.id)

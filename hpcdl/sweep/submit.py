@@ -13,7 +13,7 @@ from hpcdl.config import config_to_dict
 from hpcdl.errors import HpcdlError
 from hpcdl.manifest import Manifest, PointEntry, Submission, now
 from hpcdl.spec import SweepSpec
-from hpcdl.sweep.plan import backend_for, plan, script_job, spec_of
+from hpcdl.sweep.plan import backend_for, backend_of, plan, script_job, spec_of
 
 
 def create(
@@ -146,7 +146,6 @@ def reconcile(manifest: Manifest, runner: Backend, out: Callable[[str], None] = 
 def cancel(manifest: Manifest, out: Callable[[str], None] = print) -> list[str]:
     """Cancel every submitted job of the sweep in one scheduler call."""
     ids = [s.job_id for s in manifest.submissions if s.job_id]
-    runner = backend_for(spec_of(manifest))
-    runner.cancel(ids)
+    backend_of(manifest).cancel(ids)
     out(f"cancelled {len(ids)} job(s): {' '.join(ids)}")
     return ids
