@@ -30,6 +30,14 @@ SUMMARY = "summary"
 CURVES = "curves"
 
 
+NOT_METRICS = {"epoch", "time", "steps", "ranks"}  # metrics.jsonl keys that are not measurements
+RESULT_OVERRIDES = {"train_seconds"}  # result.json's own figure wins over the sum of epochs
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _finite(value: Any) -> float | None:
     try:
         value = float(value)
@@ -65,6 +73,9 @@ def point_row(
         last = records[-1]
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "samples_per_second"):
             row[f"final_{key}"] = _finite(last.get(key))
+        for key, value in last.items():  # every other number the run logs, e.g. a user's metric
+            if key not in NOT_METRICS and _is_number(value):
+                row[f"final_{key}"] = _finite(value)
         vals = [_finite(r.get("val_accuracy")) for r in records]
         vals = [v for v in vals if v is not None]
         row["best_val_accuracy"] = max(vals) if vals else None
@@ -83,20 +94,10 @@ def point_row(
             result = {}
             problems.append(f"{result_path}: unreadable")
             row["state"], row["reason"] = "FAILED", "result.json unreadable"
-        for key in (
-            "test_loss",
-            "test_accuracy",
-            "overall_accuracy",
-            "average_accuracy",
-            "kappa",
-            "params",
-            "ranks",
-            "train_samples",
-            "test_samples",
-            "best_epoch",
-        ):
-            if key in result:
-                row[key] = result[key]
+        for key, value in result.items():  # every scalar the run reports; lists stay in the file
+            if key not in row or key in RESULT_OVERRIDES:
+                if isinstance(value, (str, bool)) or _is_number(value):
+                    row[key] = value
     elif status.state == "FINISHED":
         problems.append(f"{run_dir}: no result.json")
     if record is not None:
