@@ -110,7 +110,7 @@ class Backend:
     template_name = "job.sh.j2"
 
     def __init__(self, options: Any = None):
-        self.options = options  # the spec's `scheduler` section (None where not needed)
+        self.scheduler = options  # the spec's `scheduler` section (None where not needed)
 
     def directives(self, job: ScriptJob) -> list[str]:
         return []
