@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from hpcdl import rundir
+from hpcdl import logparse, rundir
 from hpcdl.manifest import Manifest, load_manifest, now
 from hpcdl.spec import Resources
 from hpcdl.states import ACTIVE_STATES
@@ -64,6 +64,8 @@ def point_row(
     )
     records, bad_lines = rundir.read_metrics(run_dir)
     problems += bad_lines
+    if not records and not bad_lines:  # a script that logs nothing itself: Keras' fit output
+        records = logparse.parse_file(run_dir / "job.out")
     curves = [
         {"point": entry.id, **{k: v for k, v in r.items() if not isinstance(v, list)}}
         for r in records

@@ -12,7 +12,7 @@ from typing import Any
 
 from hpcdl.config import TrainConfig, config_to_dict, parse_config, set_path
 from hpcdl.errors import HpcdlError
-from hpcdl.spec import RangeSpec, SweepSpec
+from hpcdl.spec import ProgramSpec, RangeSpec, SweepSpec
 
 _MISSING = object()
 
@@ -23,7 +23,9 @@ class Point:
 
     id: str
     overrides: dict[str, Any]
-    config: TrainConfig
+    config: TrainConfig | None  # None for a program sweep's point
+    settings: dict[str, Any] | None = None  # a program point's settings (fixed + overrides)
+    command: str | None = None  # a program point's command with its values filled in
 
     @property
     def label(self) -> str:
@@ -48,6 +50,10 @@ def point_id(config: TrainConfig, overrides: dict[str, Any]) -> str:
     """Readable prefix from the varied values + a hash of the whole resolved config."""
     resolved = config_to_dict(config)
     resolved.pop("run_dir", None)
+    return _id(resolved, overrides)
+
+
+def _id(resolved: dict[str, Any], overrides: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
     parts = [f"{k.rsplit('.', 1)[-1]}{_short(v)}" for k, v in overrides.items()]
     slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(parts)).strip("_")[:60].rstrip("_")
@@ -74,11 +80,8 @@ def _axes(spec: SweepSpec) -> list[list[dict[str, Any]]]:
     return axes
 
 
-def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[Point]:
-    """All points of the sweep, validated; raises HpcdlError naming the first bad point."""
-    from hpcdl.datasets import expected_input_shape
-    from hpcdl.models import check_fits
-
+def combinations(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The override dicts of every point: grid x zip groups, or only `include`, times seeds."""
     axes = _axes(spec)
     combos = [
         dict(itertools.chain.from_iterable(d.items() for d in combo))
@@ -89,7 +92,42 @@ def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[
     combos += [dict(extra) for extra in spec.include]
     if spec.seeds is not None:
         combos = [{**c, "train.seed": s} for c in combos for s in spec.seeds]
+    return combos
 
+
+def program_points(
+    spec: SweepSpec, program: ProgramSpec, combos: list[dict[str, Any]], source: str
+) -> list[Point]:
+    """A program sweep's points: settings (fixed + overrides, dotted keys as in the spec) and
+    the command filled in with them; the id hashes the command, its folder and the settings."""
+    from hpcdl.program import fill
+
+    points: list[Point] = []
+    seen: set[str] = set()
+    for overrides in combos:
+        settings = {**spec.fixed, **overrides}
+        if any(all(settings.get(k, _MISSING) == v for k, v in r.items()) for r in spec.exclude):
+            continue
+        where = f"{source}: point {overrides_label(overrides)}: program.command"
+        command = fill(program.command, settings, where)
+        identity = {"program": program.model_dump(), "settings": settings}
+        pid = _id(identity, overrides)
+        if pid not in seen:
+            seen.add(pid)
+            points.append(Point(pid, overrides, None, settings, command))
+    if not points:
+        raise HpcdlError(f"{source}: the grid is empty (exclude rules remove every point)")
+    return points
+
+
+def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[Point]:
+    """All points of the sweep, validated; raises HpcdlError naming the first bad point."""
+    from hpcdl.datasets import expected_input_shape
+    from hpcdl.models import check_fits
+
+    combos = combinations(spec)
+    if spec.program is not None:
+        return program_points(spec, spec.program, combos, source)
     points: list[Point] = []
     seen: set[str] = set()
     for overrides in combos:

@@ -160,12 +160,27 @@ class RangeSpec(_Strict):
 GridValues = list[Any] | RangeSpec
 
 
+class ProgramSpec(_Strict):
+    """Your own training command instead of `hpcdl train` (see hpcdl.program)."""
+
+    command: Annotated[str, Field(min_length=1)]
+    workdir: str = "."  # where the command runs, relative to the spec
+
+    @field_validator("command")
+    @classmethod
+    def _one_line(cls, command: str) -> str:
+        if any(ord(c) < 32 for c in command):
+            raise ValueError("must be one line without control characters (use a script file)")
+        return command
+
+
 class SweepSpec(_Strict):
     """A whole sweep: what varies, around what, on which resources and backend."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
     base: dict[str, Any] | None = None
     config: str | None = None
+    program: ProgramSpec | None = None
     fixed: dict[str, Any] = {}
     grid: dict[str, GridValues] = {}
     zip: list[dict[str, list[Any]]] = []
@@ -203,8 +218,14 @@ class SweepSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_base(self) -> SweepSpec:
-        if (self.base is None) == (self.config is None):
-            raise ValueError("give either base (a training config) or config (a path to one)")
+        if self.program is not None:
+            if self.base is not None or self.config is not None:
+                raise ValueError("a program sweep runs your command: drop base and config")
+        elif (self.base is None) == (self.config is None):
+            raise ValueError(
+                "give either base (a training config), config (a path to one) or program "
+                "(your own command)"
+            )
         keys = list(self.grid) + [k for g in self.zip for k in g]
         dupes = {k for k in keys if keys.count(k) > 1}
         if dupes:
@@ -230,6 +251,12 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         spec.scheduler.template = str((Path(path).parent / Path(template).expanduser()).resolve())
         if not Path(spec.scheduler.template).is_file():
             raise HpcdlError(f"{path}: scheduler.template: no file {spec.scheduler.template}")
+    if spec.program is not None:
+        workdir = (Path(path).parent / Path(spec.program.workdir).expanduser()).resolve()
+        if not workdir.is_dir():
+            raise HpcdlError(f"{path}: program.workdir: no folder {workdir}")
+        spec.program.workdir = str(workdir)
+        return spec, {}
     if spec.config is not None:
         base = read_yaml(Path(path).parent / spec.config)
         if not isinstance(base, dict):

@@ -98,6 +98,7 @@ class ScriptJob:
     env: dict[str, str] | None = None
     launcher: str = "auto"
     requeue: int = 0
+    program_workdir: Path | None = None  # a program sweep: where its command runs
 
 
 class Backend:
@@ -162,6 +163,7 @@ class Backend:
                 launch=self.launch(job) if job.kind == "array" else "",
                 ranks=job.resources.ranks,
                 requeue=job.requeue if self.can_requeue else 0,
+                program_workdir=job.program_workdir,
                 resources=job.resources,
             )
         except jinja2.TemplateError as err:

@@ -60,6 +60,7 @@ def script_job(
         env=spec.env,
         launcher=spec.scheduler.launcher,
         requeue=spec.scheduler.requeue,
+        program_workdir=Path(spec.program.workdir) if spec.program else None,
     )
 
 
@@ -75,10 +76,11 @@ def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
         spec, None, "array", "a000", chunk, sweep_dir / "jobs" / "a000.points", sweep_dir
     )
     script = backend.render(job, spec.scheduler.template, created="(dry run)")
+    command = f"point 0 runs: {points[0].command}\n\n" if points and points[0].command else ""
     return (
         f"sweep {spec.name}: {len(points)} point(s), backend {spec.backend}, "
         f"{spec.resources.ranks} rank(s) each, results in {sweep_dir}\n\n{table}\n\n"
-        f"--- {sweep_dir}/jobs/a000.sh (not written) ---\n{script}"
+        f"{command}--- {sweep_dir}/jobs/a000.sh (not written) ---\n{script}"
     )
 
 

@@ -11,7 +11,9 @@ from hpcdl import __version__, rundir
 from hpcdl.backends.base import Backend, ScriptJob
 from hpcdl.config import config_to_dict
 from hpcdl.errors import HpcdlError
+from hpcdl.grid import Point
 from hpcdl.manifest import Manifest, PointEntry, Submission, now
+from hpcdl.program import write_run_files
 from hpcdl.spec import SweepSpec
 from hpcdl.sweep.plan import backend_for, backend_of, plan, script_job, spec_of
 
@@ -38,14 +40,20 @@ def create(
         (sweep_dir / sub).mkdir(exist_ok=True)
     rundir.write_text_atomic(sweep_dir / "spec.yaml", Path(spec_path).read_text())
     for p in points:
-        run_dir = sweep_dir / p.id
-        run_dir.mkdir(exist_ok=True)
-        rundir.write_yaml_atomic(
-            run_dir / rundir.CONFIG, {**config_to_dict(p.config), "run_dir": str(run_dir)}
-        )
+        write_point_files(sweep_dir / p.id, p)
     out(f"sweep {spec.name}: {len(points)} point(s) in {sweep_dir}")
     submit(manifest, spec, runner, [p.id for p in points], "a", out)
     return manifest
+
+
+def write_point_files(run_dir: Path, point: Point) -> None:
+    """What a point's job reads: its training config, or a program's settings and command."""
+    run_dir.mkdir(exist_ok=True)
+    if point.config is None:
+        write_run_files(run_dir, point.settings or {}, point.command or "")
+    else:
+        config = {**config_to_dict(point.config), "run_dir": str(run_dir)}
+        rundir.write_yaml_atomic(run_dir / rundir.CONFIG, config)
 
 
 def submit(
