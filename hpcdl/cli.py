@@ -107,6 +107,8 @@ def cmd_info(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hpcdl.backends import BACKENDS
+
     parser = argparse.ArgumentParser(
         prog="hpcdl", description="Deep-learning training and sweeps as HPC batch jobs."
     )
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="expand a job spec into points and submit (or run) them")
     p.add_argument("spec", help="sweep spec (YAML, see jobs/)")
-    p.add_argument("--backend", choices=["local", "slurm", "pbs"], help="override the spec's")
+    p.add_argument("--backend", help=f"override the spec's ({BACKENDS.choices()} or module:Class)")
     p.add_argument(
         "--dry-run",
         action="store_true",

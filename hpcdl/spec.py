@@ -188,7 +188,7 @@ class SweepSpec(_Strict):
     include: list[dict[str, Any]] = []
     exclude: list[dict[str, Any]] = []
     resources: Resources = Resources()
-    backend: Literal["local", "slurm", "pbs"] = "local"
+    backend: str = "local"  # a registered backend (hpcdl.backends.BACKENDS) or module:Class
     max_concurrent: Annotated[int, Field(gt=0)] | None = None
     results_dir: str = "results"
     scheduler: SchedulerOptions = SchedulerOptions()
@@ -232,8 +232,12 @@ class SweepSpec(_Strict):
             raise ValueError(f"{sorted(dupes)[0]} is varied twice (grid and zip)")
         if self.seeds is not None and ("train.seed" in keys):
             raise ValueError("train.seed is varied by both seeds and the grid")
-        if self.backend == "local" and self.resources.nodes > 1:
-            raise ValueError("resources.nodes > 1 needs a cluster backend (slurm or pbs)")
+        from hpcdl.backends import get_backend  # the registry: built-ins and users' own
+
+        try:
+            get_backend(self.backend, self.scheduler).check(self.resources)
+        except HpcdlError as err:
+            raise ValueError(str(err)) from None
         return self
 
 

@@ -113,6 +113,9 @@ class Backend:
     def __init__(self, options: Any = None):
         self.scheduler = options  # the spec's `scheduler` section (None where not needed)
 
+    def check(self, resources: Resources) -> None:
+        """Raise HpcdlError for resources this scheduler cannot give (checked at planning)."""
+
     def directives(self, job: ScriptJob) -> list[str]:
         return []
 

@@ -24,6 +24,7 @@ from hpcdl import rundir
 from hpcdl.backends.base import ArrayTask, Backend, JobRecord, ScriptJob
 from hpcdl.errors import HpcdlError
 from hpcdl.manifest import now
+from hpcdl.spec import Resources
 
 STATE_FILE = "local.json"
 GRACE_SECONDS = 20
@@ -40,6 +41,10 @@ class Local(Backend):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self.queue: list[tuple[Path, ScriptJob]] = []
+
+    def check(self, resources: Resources) -> None:
+        if resources.nodes > 1:
+            raise HpcdlError("resources.nodes > 1 needs a cluster backend (slurm or pbs)")
 
     def submit(self, script: Path, job: ScriptJob, depend: list[str] | None = None) -> str:
         """Queue the job; its points are PENDING while this process lives (else LOST)."""
