@@ -112,6 +112,7 @@ def point_row(
         row["elapsed_seconds"] = record.elapsed_seconds
         row["alloc_cpus"], row["alloc_gpus"] = cpus, gpus
         row["max_rss"] = record.max_rss
+        row["nodes"] = record.node  # where it ran (sacct's NodeList, PBS exec_host, local host)
         hours = (record.elapsed_seconds or 0) / 3600
         row["cpu_hours"] = hours * cpus
         row["gpu_hours"] = hours * gpus

@@ -6,6 +6,7 @@ FINISHED (result.json written), PENDING / RUNNING (active), the states `hpcdl re
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,28 +38,36 @@ class PointStatus:
     record: JobRecord | None = None  # what the scheduler said (None: nothing)
 
 
+ERROR_WORDS = (
+    "Error",
+    "error:",
+    "Killed",
+    "Traceback",
+    "Exception",
+    "CANCELLED",
+    "DUE TO TIME LIMIT",
+    "oom",
+    "Segmentation",
+    "An error occurred in MPI_",  # Open MPI could not start (MPI_Init_thread)
+    "MPI_ABORT was invoked",
+    "ORTE_ERROR_LOG",
+    "not enough slots",
+)
+# srun names each task it saw end badly; the first is the cause, the later ones it stopped itself
+SRUN_TASK_ERROR = re.compile(r"^srun: error: \S+: tasks? [\d,-]+: ")
+
+
 def last_error_line(run_dir: Path, name: str = "job.out") -> str:
-    """The last line of a log that looks like an error ('' when none does)."""
+    """The line of a log's last start (after its last `==` header) that says what went wrong:
+    the first failed task srun names, else the last line that looks like an error ('' if none)."""
     lines = [x.strip() for x in tail_lines(run_dir / name) if x.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("== ")]
+    lines = lines[starts[-1] + 1 :] if starts else lines
+    first_task = next((line for line in lines if SRUN_TASK_ERROR.match(line)), None)
+    if first_task is not None:
+        return first_task[:300]
     for line in reversed(lines):
-        if any(
-            w in line
-            for w in (
-                "Error",
-                "error:",
-                "Killed",
-                "Traceback",
-                "Exception",
-                "CANCELLED",
-                "DUE TO TIME LIMIT",
-                "oom",
-                "Segmentation",
-                "An error occurred in MPI_",  # Open MPI could not start (MPI_Init_thread)
-                "MPI_ABORT was invoked",
-                "ORTE_ERROR_LOG",
-                "not enough slots",
-            )
-        ):
+        if any(word in line for word in ERROR_WORDS):
             return line.lstrip("* ")[:300]
     return ""
 

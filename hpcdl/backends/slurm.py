@@ -188,14 +188,18 @@ class Slurm(Backend):
             for j in job_ids
             if j not in records and not any(k.startswith(f"{j}_") for k in records)
         ]
-        if missing:  # just submitted (not in the accounting DB yet) or no accounting at all
-            cmd = ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(missing)]
-            proc = run_scheduler(cmd, "squeue", check=False)
-            if proc.returncode != 0 and _NO_SUCH_JOB not in proc.stderr:
-                raise scheduler_failure(proc, "squeue")
-            for line in proc.stdout.splitlines():
-                key, _, state = line.partition("|")
-                records[key.strip()] = JobRecord(state=normalise_state(state), raw_state=state)
+        # NODE_FAIL / PREEMPTED while SLURM requeues the job (about 10 s): squeue still has it
+        ended = {k for k, r in records.items() if _may_be_requeued(r)}
+        if missing or ended:  # just submitted (not in accounting yet), no accounting at all
+            for key, queued in _squeue(
+                [*missing, *sorted({k.split("_")[0] for k in ended})]
+            ).items():
+                if key in ended:  # requeued: the earlier run's end is kept as its reason
+                    queued.raw_state = (
+                        f"{queued.raw_state} (requeued after {records[key].raw_state})"
+                    )
+                if key in ended or key not in records:
+                    records[key] = queued
         return records
 
     def cancel(self, job_ids: list[str]) -> None:
@@ -218,6 +222,24 @@ class Slurm(Backend):
             if name in names and job_id:
                 found.setdefault(name, job_id.split("_")[0])
         return found
+
+
+def _may_be_requeued(record: JobRecord) -> bool:
+    """An end that SLURM follows with a requeue when the job allows it."""
+    return record.raw_state.split()[:1] == ["NODE_FAIL"] or record.state == "PREEMPTED"
+
+
+def _squeue(job_ids: list[str]) -> dict[str, JobRecord]:
+    """What squeue says of these jobs and their array tasks (jobs it forgot are left out)."""
+    cmd = ["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(job_ids)]
+    proc = run_scheduler(cmd, "squeue", check=False)
+    if proc.returncode != 0 and _NO_SUCH_JOB not in proc.stderr:
+        raise scheduler_failure(proc, "squeue")
+    records = {}
+    for line in proc.stdout.splitlines():
+        key, _, state = line.partition("|")
+        records[key.strip()] = JobRecord(state=normalise_state(state), raw_state=state)
+    return records
 
 
 def _sacct(args: list[str]) -> str:

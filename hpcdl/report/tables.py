@@ -127,6 +127,7 @@ def failures(s: SweepData, n: int = 50) -> pd.DataFrame:
                 "run": s.labels.get(row["point"], row["point"]),
                 "state": row["state"],
                 "reason": row.get("reason") if isinstance(row.get("reason"), str) else "",
+                "nodes": row.get("nodes") if isinstance(row.get("nodes"), str) else "",
                 "log tail": log_tail(s.folder / row["point"] / "job.out"),
                 "id": row["point"],
             }
