@@ -1,0 +1,409 @@
+"""What a sweep is doing, for people and scripts: a live display (or plain lines), a table of
+failed points, and the statuses as JSON.
+
+Works on any list of point statuses with the fields id, state, reason, job, run_dir, label and
+record (hpcdl.sweep.PointStatus; record: a JobRecord or None). A running point's epochs come from
+its run directory, read cheaply and only for RUNNING points: the last line of metrics.jsonl
+("epoch": epochs finished, numbered from 1) and train.epochs of config.yaml. Either may be
+missing (users' own scripts): what is not known is not shown.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from rich import box
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+FINISHED = "FINISHED"
+ACTIVE = ("RUNNING", "PENDING")
+# display order; failures after the live states, states not listed here after these
+STATE_ORDER = (
+    FINISHED,
+    "RUNNING",
+    "PENDING",
+    "FAILED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "CANCELLED",
+    "PREEMPTED",
+    "LOST",
+    "UNKNOWN",
+    "UNCONFIRMED",
+    "MISSING",
+)
+STYLES = {FINISHED: "green", "RUNNING": "cyan", "PENDING": "yellow", "MISSING": "dim"}
+TAIL_BYTES = 65536  # at most this much of metrics.jsonl is read to find its last record
+PLAIN_RUNNING_SHOWN = 3  # running points named in a plain line; the rest are counted
+Epochs = tuple[int | None, int | None]  # (epochs finished, epochs in all); None: not known
+
+
+# ---------------------------------------------------------------- reading run directories
+def last_epoch(run_dir: str | Path) -> int | None:
+    """The "epoch" of the last complete record of <run_dir>/metrics.jsonl, read from its end."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            start = max(0, end - TAIL_BYTES)
+            f.seek(start)
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    if start > 0:
+        lines = lines[1:]  # the first may be the end of a longer line
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # blank, or a line still being written
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+            return epoch
+    return None
+
+
+def total_epochs(run_dir: str | Path) -> int | None:
+    """train.epochs of <run_dir>/config.yaml, when it has one."""
+    try:
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    train = config.get("train") if isinstance(config, dict) else None
+    epochs = train.get("epochs") if isinstance(train, dict) else None
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
+        return epochs
+    return None
+
+
+class EpochReader:
+    """Epochs of running points, re-read only when a file changed (one stat call per file)."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, tuple[tuple[int, int] | None, int | None]] = {}
+        self._total: dict[str, tuple[tuple[int, int] | None, int | None]] = {}
+
+    def read(self, points: Sequence[Any]) -> dict[str, Epochs]:
+        """Point id -> (epochs finished, epochs in all), for the RUNNING points only. With a
+        total but no epoch logged yet, 0 epochs are finished."""
+        out: dict[str, Epochs] = {}
+        for p in points:
+            if p.state == "RUNNING":
+                done = self._cached(self._done, p.run_dir, "metrics.jsonl", last_epoch)
+                total = self._cached(self._total, p.run_dir, "config.yaml", total_epochs)
+                out[p.id] = (0 if done is None and total else done, total)
+        return out
+
+    @staticmethod
+    def _cached(cache: dict, run_dir: str, name: str, read) -> int | None:
+        try:
+            st = os.stat(Path(run_dir) / name)
+            signature: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            signature = None
+        old = cache.get(run_dir)
+        if old is not None and old[0] == signature:
+            return old[1]
+        value = read(run_dir) if signature is not None else None
+        cache[run_dir] = (signature, value)
+        return value
+
+
+# ---------------------------------------------------------------- summaries
+def state_counts(points: Sequence[Any]) -> dict[str, int]:
+    """Points per state, in display order (FINISHED, RUNNING, PENDING, then failures)."""
+    found: dict[str, int] = {}
+    for p in points:
+        found[p.state] = found.get(p.state, 0) + 1
+    return dict(sorted(found.items(), key=lambda item: _state_rank(item[0])))
+
+
+def _state_rank(state: str) -> tuple[int, str]:
+    return (STATE_ORDER.index(state) if state in STATE_ORDER else len(STATE_ORDER), state)
+
+
+def counts_text(points: Sequence[Any]) -> str:
+    """'3 finished, 1 running, 2 pending, 1 failed'"""
+    return ", ".join(f"{n} {state.lower()}" for state, n in state_counts(points).items())
+
+
+def _elapsed(point: Any) -> float | None:
+    record = getattr(point, "record", None)
+    seconds = getattr(record, "elapsed_seconds", None) if record is not None else None
+    return float(seconds) if isinstance(seconds, int | float) and seconds >= 0 else None
+
+
+def estimate_seconds_left(points: Sequence[Any], epochs: dict[str, Epochs]) -> float | None:
+    """Seconds until no point is pending or running, or None when that cannot be told.
+
+    A running point with epochs finished e of T and elapsed t needs t * (T/e - 1) more; one
+    without, the mean duration of the finished points less t. A pending point needs the mean
+    duration of the finished points (else the projected duration of the running ones). The
+    work is shared by as many points as run now; nothing running but some pending: None."""
+    running = [p for p in points if p.state == "RUNNING"]
+    pending = sum(1 for p in points if p.state == "PENDING")
+    if not running:
+        return 0.0 if not pending else None
+    durations = [d for p in points if p.state == FINISHED and (d := _elapsed(p)) is not None]
+    projected: dict[str, float] = {}
+    for p in running:
+        done, total = epochs.get(p.id, (None, None))
+        elapsed = _elapsed(p)
+        if elapsed is not None and done and total and done <= total:
+            projected[p.id] = elapsed * total / done
+    per_point = statistics.fmean(durations or list(projected.values()) or [float("nan")])
+    left = []
+    for p in running:
+        elapsed = _elapsed(p)
+        if p.id in projected:
+            left.append(projected[p.id] - (elapsed or 0.0))
+        elif elapsed is not None and durations:
+            left.append(max(per_point - elapsed, 0.0))
+        else:
+            return None
+    if pending and per_point != per_point:  # NaN: no duration known
+        return None
+    work = sum(left) + (pending * per_point if pending else 0.0)
+    return max(max(left), work / len(running))
+
+
+def format_seconds(seconds: float) -> str:
+    """3725 -> '1:02:05'"""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _epochs_text(epochs: Epochs) -> str:
+    done, total = epochs
+    if done is None:
+        return ""
+    return f"{done}/{total}" if total else str(done)
+
+
+def _name(point: Any) -> str:
+    return point.label or point.id
+
+
+# ---------------------------------------------------------------- the display
+class Progress:
+    """Shows how a sweep goes: a live panel on a terminal, else one plain line whenever the
+    counts or a running point's epoch change. Use as a context manager; call update() with
+    every new list of statuses. Elapsed time counts from when the Progress was made."""
+
+    def __init__(self, title: str, stream: TextIO | None = None, live: bool | None = None):
+        self.title = title
+        self.stream = stream if stream is not None else sys.stdout
+        self.live = self._isatty() if live is None else live
+        self.started = time.monotonic()
+        self.epochs = EpochReader()
+        # the latest update: points, their epochs, seconds left (None: not known), when
+        self._latest: tuple[list[Any], dict[str, Epochs], float | None, float] = (
+            [],
+            {},
+            None,
+            self.started,
+        )
+        self._last_key: Any = None
+        self._display: Live | None = None
+
+    def _isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            console = Console(file=self.stream, force_terminal=True, highlight=False)
+            self._display = Live(
+                _View(self), console=console, refresh_per_second=2, transient=False
+            )
+            self._display.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._display is not None:
+            self._display.stop()
+            self._display = None
+
+    def update(self, points: list[Any]) -> None:
+        """Take a new list of point statuses and show it."""
+        epochs = self.epochs.read(points)
+        left = estimate_seconds_left(points, epochs)
+        self._latest = (list(points), epochs, left, time.monotonic())
+        if self._display is not None:
+            self._display.refresh()
+        elif not self.live:
+            self._plain_line(points, epochs)
+
+    def since_update(self) -> float:
+        """Seconds since the latest update."""
+        return time.monotonic() - self._latest[3]
+
+    def seconds_left(self) -> float | None:
+        """The latest estimate of the time left, counted down since it was made."""
+        left = self._latest[2]
+        return None if left is None else max(0.0, left - self.since_update())
+
+    def timing_text(self) -> str:
+        """'elapsed 0:01:05, about 0:02:50 left' (no estimate: the elapsed time alone)."""
+        text = f"elapsed {format_seconds(time.monotonic() - self.started)}"
+        left = self.seconds_left()
+        active = any(p.state in ACTIVE for p in self._latest[0])
+        return text + (f", about {format_seconds(left)} left" if active and left else "")
+
+    def _plain_line(self, points: list[Any], epochs: dict[str, Epochs]) -> None:
+        key = (tuple(state_counts(points).items()), tuple(sorted(epochs.items())))
+        if key == self._last_key:
+            return
+        self._last_key = key
+        parts = [f"{time.strftime('%H:%M:%S')} {self.title}: {counts_text(points) or 'no points'}"]
+        running = [p for p in points if p.state == "RUNNING"]
+        if running:
+            shown = [
+                f"{_name(p)}" + (f" {text} epochs" if (text := _epochs_text(epochs[p.id])) else "")
+                for p in running[:PLAIN_RUNNING_SHOWN]
+            ]
+            more = len(running) - PLAIN_RUNNING_SHOWN
+            parts.append("running " + ", ".join(shown) + (f", {more} more" if more > 0 else ""))
+        parts.append(self.timing_text())
+        print(" | ".join(parts), file=self.stream, flush=True)
+
+
+class _View:
+    """The live panel, drawn again at every refresh (so the elapsed time moves on)."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def __rich_console__(self, console: Console, options: Any):
+        progress = self.progress
+        points, epochs, _, _ = progress._latest
+        counts = Text(overflow="fold")
+        for i, (state, n) in enumerate(state_counts(points).items()):
+            counts.append(", " if i else "")
+            counts.append(f"{n} {state.lower()}", STYLES.get(state, "red"))
+        ended = sum(1 for p in points if p.state not in ACTIVE)
+        bar = Table.grid(expand=True, padding=(0, 1))
+        bar.add_column(ratio=1)
+        bar.add_column(no_wrap=True, justify="right")
+        bar.add_row(
+            ProgressBar(total=max(len(points), 1), completed=ended), f"{ended}/{len(points)} ended"
+        )
+        parts: list[Any] = [counts or Text("no points yet"), bar]
+        running = [p for p in points if p.state == "RUNNING"]
+        if running:
+            rows, since = _rows_that_fit(console), progress.since_update()
+            table = _running_table(running, epochs, rows, since, bars=options.max_width >= 72)
+            parts.append(table)
+        parts.append(Text(progress.timing_text(), style="bold"))
+        yield Panel(Group(*parts), title=progress.title, title_align="left", expand=True)
+
+
+def _rows_that_fit(console: Console) -> int:
+    return max(1, min(12, console.height - 9))
+
+
+def _running_table(
+    running: list[Any], epochs: dict[str, Epochs], rows: int, since: float, bars: bool
+) -> Table:
+    """One row per running point (at most `rows`, then how many more): label, epochs done
+    (with a bar when `bars`), time running (`since`: seconds since the times were read)."""
+    table = Table(box=None, expand=True, padding=(0, 1), show_edge=False)
+    table.add_column("running", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column("epochs done", no_wrap=True, justify="right")
+    if bars:
+        table.add_column("", width=12, no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    for p in running[:rows]:
+        done, total = epochs.get(p.id, (None, None))
+        elapsed = _elapsed(p)
+        cells: list[Any] = [Text(_name(p)), _epochs_text((done, total))]
+        if bars:
+            cells.append(ProgressBar(total=total, completed=done or 0, width=12) if total else "")
+        cells.append(format_seconds(elapsed + since) if elapsed is not None else "")
+        table.add_row(*cells)
+    if len(running) > rows:
+        table.add_row(Text(f"... {len(running) - rows} more running", style="dim"))
+    return table
+
+
+# ---------------------------------------------------------------- for `hpcdl status`
+def failure_table(points: list[Any], width: int = 100, limit: int | None = None) -> str:
+    """The points that ended without a result (and those never submitted), with their reason,
+    as a plain-text table no wider than `width` columns; '' when there are none. `limit`: at
+    most that many rows, then a line saying how many more."""
+    failed = sorted(
+        (p for p in points if p.state != FINISHED and p.state not in ACTIVE),
+        key=lambda p: _state_rank(p.state),
+    )
+    if not failed:
+        return ""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("state", no_wrap=True)
+    table.add_column("point", overflow="fold", max_width=42)
+    table.add_column("job", overflow="fold", max_width=14)
+    table.add_column("reason", overflow="fold", min_width=20)
+    shown = failed if limit is None else failed[:limit]
+    for p in shown:
+        point = Text(p.id)
+        if p.label and p.label != p.id:
+            point.append(f"\n{p.label}")
+        table.add_row(p.state, point, Text(p.job or "-"), Text(p.reason or ""))
+    if len(failed) > len(shown):
+        table.add_row("", Text(f"... {len(failed) - len(shown)} more"), "", "")
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, highlight=False, emoji=False).print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()).strip("\n")
+
+
+def status_json(points: list[Any]) -> str:
+    """The statuses as one JSON document for scripts. Keys are always present (null when not
+    known): total, counts (every known state, 0 when none), estimated_seconds_left, and points,
+    each with id, label, state, reason, job, run_dir, epochs_done and epochs_total (read for
+    running points only), elapsed_seconds, exit_code, start, end, node."""
+    epochs = EpochReader().read(points)
+    counts = {state: 0 for state in STATE_ORDER} | state_counts(points)
+    rows = []
+    for p in points:
+        record = p.record
+        done, total = epochs.get(p.id, (None, None))
+        rows.append(
+            {
+                "id": p.id,
+                "label": p.label,
+                "state": p.state,
+                "reason": p.reason,
+                "job": p.job,
+                "run_dir": str(p.run_dir),
+                "epochs_done": done,
+                "epochs_total": total,
+                "elapsed_seconds": _elapsed(p),
+                "exit_code": getattr(record, "exit_code", None),
+                "start": getattr(record, "start", None),
+                "end": getattr(record, "end", None),
+                "node": getattr(record, "node", None),
+            }
+        )
+    document = {
+        "total": len(points),
+        "counts": counts,
+        "estimated_seconds_left": estimate_seconds_left(points, epochs),
+        "points": rows,
+    }
+    return json.dumps(document, indent=2)
