@@ -1,0 +1,302 @@
+"""Progress display, failures table and status JSON on real run directories (local backend
+records, metrics.jsonl, config.yaml, result.json), the live display under a real terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from rich.cells import cell_len
+
+from hpcdl import rundir
+from hpcdl.progress import Progress, failure_table, last_epoch, status_json
+from tests.conftest import HELPERS, ROOT
+from tests.helpers.progress_screen import statuses_of
+
+TIME = r"\d+:\d\d:\d\d"
+
+
+def make_run(
+    root: Path,
+    name: str,
+    state: str,
+    done: int = 0,
+    total: int | None = 10,
+    seconds: float = 100.0,
+    label: str = "",
+    log: str = "",
+) -> Path:
+    """A run directory as the local backend and training leave it. state: COMPLETED (with a
+    result), FAILED, RUNNING (this process as its job) or PENDING."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if total is not None:
+        rundir.write_yaml_atomic(run_dir / "config.yaml", {"train": {"epochs": total}})
+    for epoch in range(1, done + 1):
+        rundir.append_metrics(run_dir, {"epoch": epoch, "loss": 1.0 / epoch})
+    set_state(run_dir, state, seconds)
+    if label:
+        (run_dir / "label").write_text(label)
+    (run_dir / "job.out").write_text(f"== start\n{log}\n")
+    return run_dir
+
+
+def set_state(run_dir: Path, state: str, seconds: float = 100.0) -> None:
+    """Write the local backend's local.json; a COMPLETED run also gets its result.json."""
+    now = datetime.now(timezone.utc)
+    record = {"state": state, "host": socket.gethostname(), "pid": None, "runner": None}
+    if state == "PENDING":
+        record["runner"] = os.getpid()
+    else:
+        record.update(pid=os.getpid(), started=(now - timedelta(seconds=seconds)).isoformat())
+    if state in ("COMPLETED", "FAILED"):
+        record.update(ended=now.isoformat(), exit_code=0 if state == "COMPLETED" else 1)
+    rundir.write_json_atomic(run_dir / "local.json", record)
+    if state == "COMPLETED":
+        rundir.write_json_atomic(run_dir / "result.json", {"test_accuracy": 0.9})
+
+
+@pytest.fixture
+def sweep(tmp_path) -> list[Path]:
+    """2 finished points of 100 s, one running 40 s with 3 of 10 epochs, one pending, one
+    failed."""
+    return [
+        make_run(tmp_path, "p1", "COMPLETED", 10, label="lr=0.001"),
+        make_run(tmp_path, "p2", "COMPLETED", 10, label="lr=0.01"),
+        make_run(tmp_path, "p3", "RUNNING", 3, seconds=40, label="lr=0.1"),
+        make_run(tmp_path, "p4", "PENDING", label="lr=1"),
+        make_run(tmp_path, "p5", "FAILED", 2, label="lr=10", log="ValueError: loss became nan"),
+    ]
+
+
+def plain_run(tmp_path: Path, steps) -> list[str]:
+    """Run a Progress on a file (not a terminal) through `steps` (callables, each followed by
+    an update) and return the lines it wrote."""
+    out_path = tmp_path / "progress.log"
+    with open(out_path, "w") as out, Progress("demo", stream=out) as progress:
+        for step in steps:
+            progress.update(step())
+    return out_path.read_text().splitlines()
+
+
+def test_plain_lines_when_not_a_terminal(sweep, tmp_path):
+    def epoch_4():
+        rundir.append_metrics(sweep[2], {"epoch": 4, "loss": 0.2})
+        return statuses_of(sweep)
+
+    def p3_done_p4_started():
+        set_state(sweep[2], "COMPLETED")
+        set_state(sweep[3], "RUNNING", seconds=1)
+        return statuses_of(sweep)
+
+    def all_done():
+        set_state(sweep[3], "COMPLETED")
+        return statuses_of(sweep)
+
+    same = lambda: statuses_of(sweep)  # noqa: E731 (nothing changed: no new line)
+    lines = plain_run(tmp_path, [same, same, epoch_4, same, p3_done_p4_started, all_done])
+    head = r"\d\d:\d\d:\d\d demo: "
+    expected = [
+        rf"{head}2 finished, 1 running, 1 pending, 1 failed \| running lr=0\.1 3/10 epochs"
+        rf" \| elapsed {TIME}, about {TIME} left",
+        rf"{head}2 finished, 1 running, 1 pending, 1 failed \| running lr=0\.1 4/10 epochs"
+        rf" \| elapsed {TIME}, about {TIME} left",
+        rf"{head}3 finished, 1 running, 1 failed \| running lr=1 0/10 epochs"
+        rf" \| elapsed {TIME}, about {TIME} left",
+        rf"{head}4 finished, 1 failed \| elapsed {TIME}",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert re.fullmatch(pattern, line), line
+
+
+def test_plain_line_shows_what_a_script_of_ones_own_leaves(tmp_path):
+    """Without config.yaml the total is unknown; without metrics.jsonl the epoch too."""
+    runs = [
+        make_run(tmp_path, "a", "RUNNING", 2, total=None, label="mine"),
+        make_run(tmp_path, "b", "RUNNING", 0, total=None),
+    ]
+    (line,) = plain_run(tmp_path, [lambda: statuses_of(runs)])
+    # no finished point, and b has no epochs: no estimate of the time left
+    assert re.fullmatch(rf"\S+ demo: 2 running \| running mine 2 epochs, b \| elapsed {TIME}", line)
+
+
+def test_plain_line_names_three_running_points_and_counts_the_rest(tmp_path):
+    runs = [make_run(tmp_path, f"r{i}", "RUNNING", i, label=f"seed={i}") for i in range(1, 6)]
+    (line,) = plain_run(tmp_path, [lambda: statuses_of(runs)])
+    assert "| running seed=1 1/10 epochs, seed=2 2/10 epochs, seed=3 3/10 epochs, 2 more |" in line
+
+
+def test_estimate_of_time_left(sweep, tmp_path):
+    def left(points):
+        return json.loads(status_json(points))["estimated_seconds_left"]
+
+    # p3: 40 s for 3 of 10 epochs -> 93 s more; p4: 100 s (the finished points' mean); 1 at once
+    assert left(statuses_of(sweep)) == pytest.approx(40 * 10 / 3 - 40 + 100, abs=3)
+    two_running = [*sweep, make_run(tmp_path, "p6", "RUNNING", 5, seconds=50)]
+    # p6: 50 s more; (93 + 50 + 100) s of work shared by 2 running points
+    assert left(statuses_of(two_running)) == pytest.approx((93.3 + 50 + 100) / 2, abs=3)
+    set_state(sweep[2], "PENDING")
+    assert left(statuses_of(sweep)) is None  # nothing runs: when the queue moves is unknown
+    set_state(sweep[2], "RUNNING", seconds=30)
+    (sweep[2] / "metrics.jsonl").unlink()
+    # no epochs: the mean duration less its 30 s, then p4
+    assert left(statuses_of(sweep)) == pytest.approx(70 + 100, abs=3)
+    for run in sweep[:2]:
+        (run / "local.json").unlink()  # finished, but how long they took is not known
+    assert left(statuses_of(sweep)) is None
+
+
+def test_last_epoch_reads_the_last_complete_record(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert last_epoch(run) is None
+    for epoch in range(1, 3001):  # well over the 64 KB read from the end
+        rundir.append_metrics(run, {"epoch": epoch, "loss": 0.5, "note": "x" * 40})
+    assert (run / "metrics.jsonl").stat().st_size > 200_000
+    assert last_epoch(run) == 3000
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"epoch": 3001, "lo')  # a line being written
+    assert last_epoch(run) == 3000
+
+
+def screen(socket_path: Path) -> list[str]:
+    """The terminal's lines as shown, wrapped lines joined (so too long ones show as such)."""
+    shown = subprocess.run(
+        ["tmux", "-S", str(socket_path), "capture-pane", "-p", "-J"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.splitlines()
+
+
+def wait_for(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+@pytest.mark.parametrize("width", [100, 48])
+def test_live_display_in_a_terminal(sweep, tmp_path, width):
+    (sweep[2] / "label").write_text("lr=0.1 " + "with a label far longer than any terminal " * 3)
+    control = tmp_path / "control"
+    control.mkdir()
+    sock = tmp_path / "tmux.sock"
+    # rich takes COLUMNS/LINES over the terminal's own size: drop any the test's shell exported
+    command = (
+        f"cd {ROOT} && env -u COLUMNS -u LINES PYTHONPATH={ROOT} {sys.executable} "
+        f"{HELPERS / 'progress_screen.py'} {control} {' '.join(map(str, sweep))}; sleep 60"
+    )
+    start = ["tmux", "-S", str(sock), "new-session", "-d", "-x", str(width), "-y", "30"]
+    subprocess.run([*start, command], check=True)
+    try:
+
+        def shown(n: int, text: str) -> list[str]:
+            wait_for(lambda: (control / "shown").exists(), "the first update")
+            wait_for(lambda: (control / "shown").read_text() == str(n), f"update {n}")
+            wait_for(lambda: text in "\n".join(screen(sock)), repr(text))
+            return screen(sock)
+
+        first = shown(1, "3/10")
+        text = "\n".join(first)
+        assert "2 finished, 1 running, 1 pending, 1 failed" in text
+        assert re.search(rf"elapsed {TIME}, about {TIME} left", text)
+        assert "lr=0.1 with" in text
+        rundir.append_metrics(sweep[2], {"epoch": 4, "loss": 0.2})
+        (control / "go1").touch()
+        second = "\n".join(shown(2, "4/10"))
+        assert "3/10" not in second  # drawn again in place, not appended
+        assert second.count("demo sweep") == 1
+        (control / "stop").touch()
+        last = shown(2, "DONE")
+        ends = {"╭": "╮", "│": "│", "╰": "╯"}
+        panel = [line for line in first + last if line[:1] in ends]
+        assert len(panel) >= 2 * 6
+        for line in panel:  # fits, and whole: not cut at the right edge either
+            assert cell_len(line) <= width and line[-1] == ends[line[0]], line
+    finally:
+        subprocess.run(["tmux", "-S", str(sock), "kill-server"], check=False)
+
+
+def failed_points(tmp_path: Path, n: int = 4) -> list[Path]:
+    reason = "[red]not markup[/red] " + "一个很长的原因 " * 5 + "word " * 20 + "END-OF-REASON"
+    long_id = "lr0.001_batch_size64_model.dropout0.25_" + "x" * 120 + "-c1895581"
+    runs = [
+        make_run(tmp_path, f"{long_id}{i}", "FAILED", 1, log=f"Error: {reason}") for i in range(n)
+    ]
+    runs.append(make_run(tmp_path, "ok", "COMPLETED", 10))
+    runs.append(make_run(tmp_path, "busy", "RUNNING", 1))
+    return runs
+
+
+@pytest.mark.parametrize("width", [100, 60])
+def test_failure_table_fits_the_width(tmp_path, width):
+    points = statuses_of(failed_points(tmp_path))
+    table = failure_table(points, width=width)
+    lines = table.splitlines()
+    assert max(cell_len(line) for line in lines) <= width
+    assert lines[0].split() == ["state", "point", "job", "reason"]
+    assert sum(line.startswith("FAILED ") for line in lines) == 4
+    flat = "".join(table.split())  # folded cells: the words are all there, broken anywhere
+    assert flat.count("END-OF-REASON") == 4 and flat.count("[red]notmarkup[/red]") == 4
+    assert "busy" not in table and "ok" not in flat.replace("notmarkup", "")
+    assert failure_table(points[4:]) == ""  # nothing failed: nothing to show
+
+
+def test_failure_table_limit(tmp_path):
+    table = failure_table(statuses_of(failed_points(tmp_path, 5)), limit=2)
+    assert sum(line.startswith("FAILED ") for line in table.splitlines()) == 2
+    assert "... 3 more" in table
+
+
+def test_status_json_for_scripts(sweep):
+    points = statuses_of(sweep)
+    document = json.loads(status_json(points))
+    assert list(document) == ["total", "counts", "estimated_seconds_left", "points"]
+    assert document["total"] == 5
+    counts = document["counts"]
+    assert {k: v for k, v in counts.items() if v} == {
+        "FINISHED": 2,
+        "RUNNING": 1,
+        "PENDING": 1,
+        "FAILED": 1,
+    }
+    assert counts["TIMEOUT"] == 0 and counts["MISSING"] == 0  # every known state, always
+    keys = ["id", "label", "state", "reason", "job", "run_dir", "epochs_done", "epochs_total"]
+    keys += ["elapsed_seconds", "exit_code", "start", "end", "node"]
+    by_id = {p["id"]: p for p in document["points"]}
+    assert all(list(p) == keys for p in document["points"])
+    assert by_id["p3"]["state"] == "RUNNING" and by_id["p3"]["label"] == "lr=0.1"
+    assert (by_id["p3"]["epochs_done"], by_id["p3"]["epochs_total"]) == (3, 10)
+    assert by_id["p1"]["epochs_done"] is None  # read for running points only
+    assert by_id["p1"]["elapsed_seconds"] == pytest.approx(100, abs=1)
+    assert by_id["p5"]["exit_code"] == 1 and "loss became nan" in by_id["p5"]["reason"]
+    assert by_id["p4"]["start"] is None and by_id["p4"]["node"] == socket.gethostname()
+    assert Path(by_id["p2"]["run_dir"]) == sweep[1]
+    assert json.loads(status_json([]))["points"] == []
+
+
+def test_ten_thousand_points(tmp_path):
+    """A large sweep (8 running, 10,000 finished) is shown and written quickly."""
+    runs = [make_run(tmp_path, f"r{i}", "RUNNING", i, label=f"seed={i}") for i in range(8)]
+    points = statuses_of(runs)
+    points += statuses_of([make_run(tmp_path, "done", "COMPLETED", 10)]) * 10_000
+    started = time.monotonic()
+    lines = plain_run(tmp_path, [lambda: points])
+    document = json.loads(status_json(points))
+    assert time.monotonic() - started < 10
+    assert lines[0].split(" | ")[0].endswith("demo: 10000 finished, 8 running")
+    assert document["counts"]["FINISHED"] == 10_000
