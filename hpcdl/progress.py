@@ -17,8 +17,10 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import yaml
 from rich import box
@@ -47,34 +49,72 @@ STATE_ORDER = (
     "MISSING",
 )
 STYLES = {FINISHED: "green", "RUNNING": "cyan", "PENDING": "yellow", "MISSING": "dim"}
-TAIL_BYTES = 65536  # at most this much of metrics.jsonl is read to find its last record
+TAIL_BYTES = 65536  # at most this much of metrics.jsonl is read to find its last records
 PLAIN_RUNNING_SHOWN = 3  # running points named in a plain line; the rest are counted
-Epochs = tuple[int | None, int | None]  # (epochs finished, epochs in all); None: not known
+
+
+@dataclass(frozen=True)
+class Epochs:
+    """What a running point's files tell of its epochs; None: not known."""
+
+    done: int | None = None  # epochs finished
+    total: int | None = None  # epochs in all
+    seconds: float | None = None  # how long the latest one took
+
+    def text(self) -> str:
+        """'3/10', '3' without a total, '' when nothing is known."""
+        if self.done is None:
+            return ""
+        return f"{self.done}/{self.total}" if self.total else str(self.done)
 
 
 # ---------------------------------------------------------------- reading run directories
-def last_epoch(run_dir: str | Path) -> int | None:
-    """The "epoch" of the last complete record of <run_dir>/metrics.jsonl, read from its end."""
-    path = Path(run_dir) / "metrics.jsonl"
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def last_records(run_dir: str | Path, n: int = 2) -> list[dict[str, Any]]:
+    """The last `n` complete records of <run_dir>/metrics.jsonl that have a whole "epoch",
+    oldest first, from at most TAIL_BYTES read at its end."""
     try:
-        with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            start = max(0, end - TAIL_BYTES)
+        with open(Path(run_dir) / "metrics.jsonl", "rb") as f:
+            start = max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES)
             f.seek(start)
             lines = f.read().splitlines()
     except OSError:
-        return None
-    if start > 0:
-        lines = lines[1:]  # the first may be the end of a longer line
-    for line in reversed(lines):
+        return []
+    found: list[dict[str, Any]] = []
+    for line in reversed(lines[1:] if start > 0 else lines):  # the first may be cut
         try:
             record = json.loads(line)
         except ValueError:
             continue  # blank, or a line still being written
-        epoch = record.get("epoch") if isinstance(record, dict) else None
-        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
-            return epoch
-    return None
+        if isinstance(record, dict) and _whole(record.get("epoch")):
+            found.insert(0, record)
+            if len(found) == n:
+                break
+    return found
+
+
+def epoch_seconds(records: list[dict[str, Any]]) -> float | None:
+    """How long the last epoch of `records` took: its epoch_seconds (hpcdl's loop), else the
+    time between the last two records per epoch (hpcdl.session stamps each with its time)."""
+    if not records:
+        return None
+    if _number(records[-1].get("epoch_seconds")):
+        return float(records[-1]["epoch_seconds"])
+    if len(records) < 2 or records[-1]["epoch"] <= records[-2]["epoch"]:
+        return None
+    try:
+        ends = [datetime.fromisoformat(str(r.get("time"))) for r in records[-2:]]
+        seconds = (ends[1] - ends[0]).total_seconds()
+    except (TypeError, ValueError):
+        return None
+    return seconds / (records[-1]["epoch"] - records[-2]["epoch"]) if seconds >= 0 else None
 
 
 def total_epochs(run_dir: str | Path) -> int | None:
@@ -85,42 +125,44 @@ def total_epochs(run_dir: str | Path) -> int | None:
         return None
     train = config.get("train") if isinstance(config, dict) else None
     epochs = train.get("epochs") if isinstance(train, dict) else None
-    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
-        return epochs
-    return None
+    return epochs if _whole(epochs) and epochs > 0 else None
+
+
+def read_epochs(run_dir: str | Path) -> Epochs:
+    """A run's epochs from its files. With a total but no epoch logged yet, 0 are done."""
+    records = last_records(run_dir)
+    total = total_epochs(run_dir)
+    done = records[-1]["epoch"] if records else (0 if total else None)
+    return Epochs(done, total, epoch_seconds(records))
 
 
 class EpochReader:
-    """Epochs of running points, re-read only when a file changed (one stat call per file)."""
+    """Epochs of running points, read again only when metrics.jsonl or config.yaml changed
+    (two stat calls per running point)."""
 
     def __init__(self) -> None:
-        self._done: dict[str, tuple[tuple[int, int] | None, int | None]] = {}
-        self._total: dict[str, tuple[tuple[int, int] | None, int | None]] = {}
+        self._cache: dict[str, tuple[tuple, Epochs]] = {}
 
     def read(self, points: Sequence[Any]) -> dict[str, Epochs]:
-        """Point id -> (epochs finished, epochs in all), for the RUNNING points only. With a
-        total but no epoch logged yet, 0 epochs are finished."""
-        out: dict[str, Epochs] = {}
-        for p in points:
-            if p.state == "RUNNING":
-                done = self._cached(self._done, p.run_dir, "metrics.jsonl", last_epoch)
-                total = self._cached(self._total, p.run_dir, "config.yaml", total_epochs)
-                out[p.id] = (0 if done is None and total else done, total)
-        return out
+        """Point id -> its Epochs, for the RUNNING points only."""
+        return {p.id: self._epochs(str(p.run_dir)) for p in points if p.state == "RUNNING"}
 
-    @staticmethod
-    def _cached(cache: dict, run_dir: str, name: str, read) -> int | None:
-        try:
-            st = os.stat(Path(run_dir) / name)
-            signature: tuple[int, int] | None = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            signature = None
-        old = cache.get(run_dir)
-        if old is not None and old[0] == signature:
-            return old[1]
-        value = read(run_dir) if signature is not None else None
-        cache[run_dir] = (signature, value)
-        return value
+    def _epochs(self, run_dir: str) -> Epochs:
+        signature = tuple(_signature(Path(run_dir) / n) for n in ("metrics.jsonl", "config.yaml"))
+        cached = self._cache.get(run_dir)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        epochs = read_epochs(run_dir)
+        self._cache[run_dir] = (signature, epochs)
+        return epochs
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 # ---------------------------------------------------------------- summaries
@@ -150,35 +192,40 @@ def _elapsed(point: Any) -> float | None:
 def estimate_seconds_left(points: Sequence[Any], epochs: dict[str, Epochs]) -> float | None:
     """Seconds until no point is pending or running, or None when that cannot be told.
 
-    A running point with epochs finished e of T and elapsed t needs t * (T/e - 1) more; one
-    without, the mean duration of the finished points less t. A pending point needs the mean
-    duration of the finished points (else the projected duration of the running ones). The
-    work is shared by as many points as run now; nothing running but some pending: None."""
+    A running point with e of T epochs done needs T - e more epochs as long as its latest
+    (else as long as its e epochs took on average); one without, the mean duration of the
+    finished points less its time so far. A pending point needs the mean duration of the
+    finished points (else the projected duration of the running ones). The work is shared by
+    as many points as run now; nothing running but some pending: None."""
     running = [p for p in points if p.state == "RUNNING"]
     pending = sum(1 for p in points if p.state == "PENDING")
     if not running:
         return 0.0 if not pending else None
     durations = [d for p in points if p.state == FINISHED and (d := _elapsed(p)) is not None]
-    projected: dict[str, float] = {}
-    for p in running:
-        done, total = epochs.get(p.id, (None, None))
-        elapsed = _elapsed(p)
-        if elapsed is not None and done and total and done <= total:
-            projected[p.id] = elapsed * total / done
-    per_point = statistics.fmean(durations or list(projected.values()) or [float("nan")])
-    left = []
+    mean = statistics.fmean(durations) if durations else None
+    left, projected = [], []
     for p in running:
         elapsed = _elapsed(p)
-        if p.id in projected:
-            left.append(projected[p.id] - (elapsed or 0.0))
-        elif elapsed is not None and durations:
-            left.append(max(per_point - elapsed, 0.0))
-        else:
+        more = _epochs_left(epochs.get(p.id), elapsed)
+        if more is None and mean is not None and elapsed is not None:
+            more = max(mean - elapsed, 0.0)
+        if more is None:
             return None
-    if pending and per_point != per_point:  # NaN: no duration known
+        left.append(more)
+        projected.append((elapsed or 0.0) + more)
+    per_point = mean if mean is not None else statistics.fmean(projected)
+    return max(max(left), (sum(left) + pending * per_point) / len(running))
+
+
+def _epochs_left(epochs: Epochs | None, elapsed: float | None) -> float | None:
+    """Seconds a running point needs for its remaining epochs (None: not known)."""
+    if epochs is None or epochs.done is None or not epochs.total or epochs.done > epochs.total:
         return None
-    work = sum(left) + (pending * per_point if pending else 0.0)
-    return max(max(left), work / len(running))
+    if epochs.seconds is not None:
+        return (epochs.total - epochs.done) * epochs.seconds
+    if elapsed is not None and epochs.done > 0:
+        return elapsed * (epochs.total / epochs.done - 1)
+    return None
 
 
 def format_seconds(seconds: float) -> str:
@@ -188,18 +235,20 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
-def _epochs_text(epochs: Epochs) -> str:
-    done, total = epochs
-    if done is None:
-        return ""
-    return f"{done}/{total}" if total else str(done)
-
-
 def _name(point: Any) -> str:
     return point.label or point.id
 
 
 # ---------------------------------------------------------------- the display
+class _Latest(NamedTuple):
+    """What the latest update brought."""
+
+    points: list[Any]
+    epochs: dict[str, Epochs]  # of the running points
+    left: float | None  # seconds left then (None: not known)
+    at: float  # time.monotonic() of the update
+
+
 class Progress:
     """Shows how a sweep goes: a live panel on a terminal, else one plain line whenever the
     counts or a running point's epoch change. Use as a context manager; call update() with
@@ -208,23 +257,17 @@ class Progress:
     def __init__(self, title: str, stream: TextIO | None = None, live: bool | None = None):
         self.title = title
         self.stream = stream if stream is not None else sys.stdout
-        self.live = self._isatty() if live is None else live
+        self.live = self._is_terminal() if live is None else live
         self.started = time.monotonic()
-        self.epochs = EpochReader()
-        # the latest update: points, their epochs, seconds left (None: not known), when
-        self._latest: tuple[list[Any], dict[str, Epochs], float | None, float] = (
-            [],
-            {},
-            None,
-            self.started,
-        )
+        self._reader = EpochReader()
+        self._latest = _Latest([], {}, None, self.started)
         self._last_key: Any = None
         self._display: Live | None = None
 
-    def _isatty(self) -> bool:
+    def _is_terminal(self) -> bool:
         try:
-            return self.stream.isatty()
-        except (AttributeError, ValueError):
+            return self.stream.isatty() and os.environ.get("TERM") != "dumb"
+        except (AttributeError, ValueError):  # no isatty, or closed
             return False
 
     def __enter__(self) -> Progress:
@@ -243,9 +286,9 @@ class Progress:
 
     def update(self, points: list[Any]) -> None:
         """Take a new list of point statuses and show it."""
-        epochs = self.epochs.read(points)
+        epochs = self._reader.read(points)
         left = estimate_seconds_left(points, epochs)
-        self._latest = (list(points), epochs, left, time.monotonic())
+        self._latest = _Latest(list(points), epochs, left, time.monotonic())
         if self._display is not None:
             self._display.refresh()
         elif not self.live:
@@ -253,22 +296,24 @@ class Progress:
 
     def since_update(self) -> float:
         """Seconds since the latest update."""
-        return time.monotonic() - self._latest[3]
+        return time.monotonic() - self._latest.at
 
     def seconds_left(self) -> float | None:
         """The latest estimate of the time left, counted down since it was made."""
-        left = self._latest[2]
+        left = self._latest.left
         return None if left is None else max(0.0, left - self.since_update())
 
     def timing_text(self) -> str:
         """'elapsed 0:01:05, about 0:02:50 left' (no estimate: the elapsed time alone)."""
         text = f"elapsed {format_seconds(time.monotonic() - self.started)}"
         left = self.seconds_left()
-        active = any(p.state in ACTIVE for p in self._latest[0])
-        return text + (f", about {format_seconds(left)} left" if active and left else "")
+        active = any(p.state in ACTIVE for p in self._latest.points)
+        known = active and left is not None and left >= 1
+        return text + (f", about {format_seconds(left)} left" if known else "")
 
     def _plain_line(self, points: list[Any], epochs: dict[str, Epochs]) -> None:
-        key = (tuple(state_counts(points).items()), tuple(sorted(epochs.items())))
+        done = tuple(sorted((pid, e.done) for pid, e in epochs.items()))
+        key = (tuple(state_counts(points).items()), done)
         if key == self._last_key:
             return
         self._last_key = key
@@ -276,7 +321,7 @@ class Progress:
         running = [p for p in points if p.state == "RUNNING"]
         if running:
             shown = [
-                f"{_name(p)}" + (f" {text} epochs" if (text := _epochs_text(epochs[p.id])) else "")
+                f"{_name(p)}" + (f" {text} epochs" if (text := epochs[p.id].text()) else "")
                 for p in running[:PLAIN_RUNNING_SHOWN]
             ]
             more = len(running) - PLAIN_RUNNING_SHOWN
@@ -293,7 +338,7 @@ class _View:
 
     def __rich_console__(self, console: Console, options: Any):
         progress = self.progress
-        points, epochs, _, _ = progress._latest
+        points, epochs = progress._latest.points, progress._latest.epochs
         counts = Text(overflow="fold")
         for i, (state, n) in enumerate(state_counts(points).items()):
             counts.append(", " if i else "")
@@ -331,11 +376,11 @@ def _running_table(
         table.add_column("", width=12, no_wrap=True)
     table.add_column("time", no_wrap=True, justify="right")
     for p in running[:rows]:
-        done, total = epochs.get(p.id, (None, None))
-        elapsed = _elapsed(p)
-        cells: list[Any] = [Text(_name(p)), _epochs_text((done, total))]
+        known, elapsed = epochs.get(p.id, Epochs()), _elapsed(p)
+        cells: list[Any] = [Text(_name(p)), known.text()]
         if bars:
-            cells.append(ProgressBar(total=total, completed=done or 0, width=12) if total else "")
+            bar = ProgressBar(total=known.total, completed=known.done or 0, width=12)
+            cells.append(bar if known.total else "")
         cells.append(format_seconds(elapsed + since) if elapsed is not None else "")
         table.add_row(*cells)
     if len(running) > rows:
@@ -375,14 +420,15 @@ def failure_table(points: list[Any], width: int = 100, limit: int | None = None)
 def status_json(points: list[Any]) -> str:
     """The statuses as one JSON document for scripts. Keys are always present (null when not
     known): total, counts (every known state, 0 when none), estimated_seconds_left, and points,
-    each with id, label, state, reason, job, run_dir, epochs_done and epochs_total (read for
-    running points only), elapsed_seconds, exit_code, start, end, node."""
+    each with id, label, state, reason, job, run_dir, epochs_done, epochs_total and
+    epoch_seconds (the latest epoch's; read for running points only), elapsed_seconds,
+    exit_code, start, end, node."""
     epochs = EpochReader().read(points)
     counts = {state: 0 for state in STATE_ORDER} | state_counts(points)
     rows = []
     for p in points:
         record = p.record
-        done, total = epochs.get(p.id, (None, None))
+        known = epochs.get(p.id, Epochs())
         rows.append(
             {
                 "id": p.id,
@@ -391,8 +437,9 @@ def status_json(points: list[Any]) -> str:
                 "reason": p.reason,
                 "job": p.job,
                 "run_dir": str(p.run_dir),
-                "epochs_done": done,
-                "epochs_total": total,
+                "epochs_done": known.done,
+                "epochs_total": known.total,
+                "epoch_seconds": known.seconds,
                 "elapsed_seconds": _elapsed(p),
                 "exit_code": getattr(record, "exit_code", None),
                 "start": getattr(record, "start", None),

@@ -18,9 +18,12 @@ import pytest
 from rich.cells import cell_len
 
 from hpcdl import rundir
-from hpcdl.progress import Progress, failure_table, last_epoch, status_json
+from hpcdl.manifest import load_manifest
+from hpcdl.progress import Progress, failure_table, last_records, read_epochs, status_json
+from hpcdl.sweep import statuses
 from tests.conftest import HELPERS, ROOT
 from tests.helpers.progress_screen import statuses_of
+from tests.sweeps import manifest, start_sweep, until, write_spec
 
 TIME = r"\d+:\d\d:\d\d"
 
@@ -156,17 +159,40 @@ def test_estimate_of_time_left(sweep, tmp_path):
     assert left(statuses_of(sweep)) is None
 
 
-def test_last_epoch_reads_the_last_complete_record(tmp_path):
+def test_the_last_records_are_read_from_the_end(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    assert last_epoch(run) is None
+    assert last_records(run) == [] and read_epochs(run).done is None
     for epoch in range(1, 3001):  # well over the 64 KB read from the end
         rundir.append_metrics(run, {"epoch": epoch, "loss": 0.5, "note": "x" * 40})
     assert (run / "metrics.jsonl").stat().st_size > 200_000
-    assert last_epoch(run) == 3000
+    assert [r["epoch"] for r in last_records(run)] == [2999, 3000]
     with open(run / "metrics.jsonl", "a") as f:
         f.write('{"epoch": 3001, "lo')  # a line being written
-    assert last_epoch(run) == 3000
+    assert [r["epoch"] for r in last_records(run, 1)] == [3000]
+    assert read_epochs(run).done == 3000 and read_epochs(run).total is None
+
+
+def test_the_latest_epoch_duration(tmp_path):
+    """hpcdl's loop logs epoch_seconds; hpcdl.session the time of each line."""
+    loop = make_run(tmp_path, "loop", "RUNNING", 0, total=10, seconds=60)
+    for epoch in (1, 2, 3):
+        rundir.append_metrics(loop, {"epoch": epoch, "epoch_seconds": 4.0 + epoch})
+    script = make_run(tmp_path, "script", "RUNNING", 0, total=None, seconds=60)
+    for epoch, time_ in ((1, "2026-01-01T10:00:00+00:00"), (3, "2026-01-01T10:00:30+00:00")):
+        rundir.append_metrics(script, {"epoch": epoch, "time": time_})
+    assert read_epochs(loop) == (loop_epochs := read_epochs(loop))
+    assert (loop_epochs.done, loop_epochs.total, loop_epochs.seconds) == (3, 10, 7.0)
+    assert read_epochs(script).seconds == 15.0  # 30 s for 2 epochs
+    document = json.loads(status_json(statuses_of([loop, script])))
+    assert [p["epoch_seconds"] for p in document["points"]] == [7.0, 15.0]
+    # loop: 7 more epochs of 7 s; the script's total is not known, nor a finished duration
+    assert document["estimated_seconds_left"] is None
+    (script / "label").write_text("script")
+    rundir.write_yaml_atomic(script / "config.yaml", {"train": {"epochs": 4}})
+    document = json.loads(status_json(statuses_of([loop, script])))
+    # loop: 49 s; script: 1 epoch of 15 s; both run at once: the longer one
+    assert document["estimated_seconds_left"] == pytest.approx(49)
 
 
 def screen(socket_path: Path) -> list[str]:
@@ -220,6 +246,10 @@ def test_live_display_in_a_terminal(sweep, tmp_path, width):
         second = "\n".join(shown(2, "4/10"))
         assert "3/10" not in second  # drawn again in place, not appended
         assert second.count("demo sweep") == 1
+        # lines printed meanwhile (a local sweep's) go above the panel, each once
+        top = second.index("demo sweep")
+        assert second.index("update 1 shown") < top and second.index("update 2 shown") < top
+        assert second.count("update 1 shown") == 1
         (control / "stop").touch()
         last = shown(2, "DONE")
         ends = {"╭": "╮", "│": "│", "╰": "╯"}
@@ -276,7 +306,7 @@ def test_status_json_for_scripts(sweep):
     }
     assert counts["TIMEOUT"] == 0 and counts["MISSING"] == 0  # every known state, always
     keys = ["id", "label", "state", "reason", "job", "run_dir", "epochs_done", "epochs_total"]
-    keys += ["elapsed_seconds", "exit_code", "start", "end", "node"]
+    keys += ["epoch_seconds", "elapsed_seconds", "exit_code", "start", "end", "node"]
     by_id = {p["id"]: p for p in document["points"]}
     assert all(list(p) == keys for p in document["points"])
     assert by_id["p3"]["state"] == "RUNNING" and by_id["p3"]["label"] == "lr=0.1"
@@ -300,3 +330,45 @@ def test_ten_thousand_points(tmp_path):
     assert time.monotonic() - started < 10
     assert lines[0].split(" | ")[0].endswith("demo: 10000 finished, 8 running")
     assert document["counts"]["FINISHED"] == 10_000
+
+
+@pytest.mark.slow
+def test_a_real_local_sweep_watched(env, tmp_path):
+    """`hpcdl sweep` trains 2 tiny MNIST points one after the other; another process shows
+    their statuses (hpcdl.sweep.statuses) as plain lines until both have finished."""
+    spec = write_spec(
+        tmp_path, "watched", {"train.lr": [0.001, 0.003]}, "local", fixed={"train.epochs": 3}
+    )
+    sweep_dir = tmp_path / "results" / "watched"
+    runner = start_sweep(spec, env)
+    until(
+        lambda: (
+            (sweep_dir / "sweep.json").exists() and manifest(tmp_path, "watched")["submissions"]
+        ),
+        runner,
+        timeout=120,
+    )
+    out_path = tmp_path / "watch.log"
+    with open(out_path, "w") as out, Progress("watched", stream=out) as progress:
+        while True:
+            points = statuses(load_manifest(sweep_dir))
+            progress.update(points)
+            if not any(p.state in ("PENDING", "RUNNING") for p in points):
+                break
+            assert runner.poll() is None or runner.returncode == 0, runner.communicate()
+            time.sleep(0.3)
+    stdout, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == 0, stderr
+    lines = out_path.read_text().splitlines()
+    assert re.search(r" watched: (2 pending|1 running, 1 pending) \|", lines[0])
+    running = [re.search(r"\| running (.+) (\d)/3 epochs \|", line) for line in lines]
+    seen = [(m.group(1), int(m.group(2))) for m in running if m]
+    assert {label for label, _ in seen} == {"train.lr=0.001", "train.lr=0.003"}
+    for label in ("train.lr=0.001", "train.lr=0.003"):
+        epochs = [epoch for name, epoch in seen if name == label]
+        assert epochs == sorted(epochs) and len(set(epochs)) == len(epochs)  # one line each
+    assert re.fullmatch(rf"\S+ watched: 2 finished \| elapsed {TIME}", lines[-1])
+    document = json.loads(status_json(points))
+    assert document["counts"]["FINISHED"] == 2 and document["estimated_seconds_left"] == 0
+    assert all(p["elapsed_seconds"] > 1 for p in document["points"])
+    assert failure_table(points) == ""

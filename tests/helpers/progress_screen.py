@@ -1,7 +1,8 @@
 """Show the live progress of the run directories given, as `hpcdl status --wait` would.
 
 Usage: progress_screen.py CONTROL_DIR RUN_DIR...  Reads the points' states from their run
-directories, shows them, writes CONTROL_DIR/shown (the number of updates so far), and updates
+directories, shows them, prints a line, writes CONTROL_DIR/shown (the number of updates so
+far), and updates
 again when CONTROL_DIR/go<N> appears; leaves when CONTROL_DIR/stop appears, printing DONE.
 """
 
@@ -35,6 +36,7 @@ def main(control: Path, run_dirs: list[Path]) -> None:
         while True:
             progress.update(statuses_of(run_dirs))
             shown += 1
+            print(f"update {shown} shown", flush=True)  # as a local sweep prints its lines
             (control / "shown").write_text(str(shown))
             while not (control / f"go{shown}").exists() and not (control / "stop").exists():
                 time.sleep(0.05)
