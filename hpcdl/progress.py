@@ -389,10 +389,10 @@ def _running_table(
 
 
 # ---------------------------------------------------------------- for `hpcdl status`
-def failure_table(points: list[Any], width: int = 100, limit: int | None = None) -> str:
+def failure_table(points: list[Any], width: int = 100, limit: int | None = 200) -> str:
     """The points that ended without a result (and those never submitted), with their reason,
-    as a plain-text table no wider than `width` columns; '' when there are none. `limit`: at
-    most that many rows, then a line saying how many more."""
+    as a plain-text table no wider than `width` columns; '' when there are none. At most
+    `limit` rows (None: all; rich takes about 1 ms a row), then a line saying how many more."""
     failed = sorted(
         (p for p in points if p.state != FINISHED and p.state not in ACTIVE),
         key=lambda p: _state_rank(p.state),

@@ -195,15 +195,60 @@ def test_the_latest_epoch_duration(tmp_path):
     assert document["estimated_seconds_left"] == pytest.approx(49)
 
 
-def screen(socket_path: Path) -> list[str]:
-    """The terminal's lines as shown, wrapped lines joined (so too long ones show as such)."""
-    shown = subprocess.run(
-        ["tmux", "-S", str(socket_path), "capture-pane", "-p", "-J"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return shown.stdout.splitlines()
+class Terminal:
+    """A real terminal (tmux, on a socket of its own) running progress_screen.py on `runs`."""
+
+    def __init__(self, tmp_path: Path, runs: list[Path], width: int, height: int = 30):
+        self.width, self.control, self.sock = width, tmp_path / "control", tmp_path / "tmux.sock"
+        self.control.mkdir()
+        # rich takes COLUMNS/LINES over the terminal's own size: drop any the test's shell set
+        command = (
+            f"cd {ROOT} && env -u COLUMNS -u LINES PYTHONPATH={ROOT} {sys.executable} "
+            f"{HELPERS / 'progress_screen.py'} {self.control} {' '.join(map(str, runs))}; sleep 60"
+        )
+        size = ["-x", str(width), "-y", str(height)]
+        subprocess.run(
+            ["tmux", "-S", str(self.sock), "new-session", "-d", *size, command], check=True
+        )
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["tmux", "-S", str(self.sock), "kill-server"], check=False)
+
+    def screen(self) -> list[str]:
+        """The lines shown, wrapped lines joined (so that too long ones show as such)."""
+        shown = subprocess.run(
+            ["tmux", "-S", str(self.sock), "capture-pane", "-p", "-J"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return shown.stdout.splitlines()
+
+    def after_update(self, n: int, text: str) -> list[str]:
+        """The screen once update `n` is done and shows `text`."""
+        shown = self.control / "shown"
+        wait_for(lambda: shown.exists() and shown.read_text() == str(n), f"update {n}")
+        wait_for(lambda: text in "\n".join(self.screen()), repr(text))
+        return self.screen()
+
+    def next(self, n: int) -> None:
+        (self.control / f"go{n}").touch()
+
+    def stop(self) -> list[str]:
+        (self.control / "stop").touch()
+        wait_for(lambda: "DONE" in "\n".join(self.screen()), "DONE")
+        return self.screen()
+
+    def assert_panel_fits(self, lines: list[str]) -> None:
+        """Every line of the panel fits the width and is whole (not cut at the right edge)."""
+        ends = {"╭": "╮", "│": "│", "╰": "╯"}
+        panel = [line for line in lines if line[:1] in ends]
+        assert panel[0][0] == "╭" and panel[-1][0] == "╰" and len(panel) >= 6
+        for line in panel:
+            assert cell_len(line) <= self.width and line[-1] == ends[line[0]], line
 
 
 def wait_for(check, what: str, timeout: float = 30.0) -> None:
@@ -214,51 +259,48 @@ def wait_for(check, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt install)")
+
+
+@needs_tmux
 @pytest.mark.parametrize("width", [100, 48])
 def test_live_display_in_a_terminal(sweep, tmp_path, width):
     (sweep[2] / "label").write_text("lr=0.1 " + "with a label far longer than any terminal " * 3)
-    control = tmp_path / "control"
-    control.mkdir()
-    sock = tmp_path / "tmux.sock"
-    # rich takes COLUMNS/LINES over the terminal's own size: drop any the test's shell exported
-    command = (
-        f"cd {ROOT} && env -u COLUMNS -u LINES PYTHONPATH={ROOT} {sys.executable} "
-        f"{HELPERS / 'progress_screen.py'} {control} {' '.join(map(str, sweep))}; sleep 60"
-    )
-    start = ["tmux", "-S", str(sock), "new-session", "-d", "-x", str(width), "-y", "30"]
-    subprocess.run([*start, command], check=True)
-    try:
-
-        def shown(n: int, text: str) -> list[str]:
-            wait_for(lambda: (control / "shown").exists(), "the first update")
-            wait_for(lambda: (control / "shown").read_text() == str(n), f"update {n}")
-            wait_for(lambda: text in "\n".join(screen(sock)), repr(text))
-            return screen(sock)
-
-        first = shown(1, "3/10")
+    with Terminal(tmp_path, sweep, width) as terminal:
+        first = terminal.after_update(1, "3/10")
         text = "\n".join(first)
         assert "2 finished, 1 running, 1 pending, 1 failed" in text
         assert re.search(rf"elapsed {TIME}, about {TIME} left", text)
         assert "lr=0.1 with" in text
         rundir.append_metrics(sweep[2], {"epoch": 4, "loss": 0.2})
-        (control / "go1").touch()
-        second = "\n".join(shown(2, "4/10"))
+        terminal.next(1)
+        second = "\n".join(terminal.after_update(2, "4/10"))
         assert "3/10" not in second  # drawn again in place, not appended
         assert second.count("demo sweep") == 1
         # lines printed meanwhile (a local sweep's) go above the panel, each once
         top = second.index("demo sweep")
         assert second.index("update 1 shown") < top and second.index("update 2 shown") < top
         assert second.count("update 1 shown") == 1
-        (control / "stop").touch()
-        last = shown(2, "DONE")
-        ends = {"╭": "╮", "│": "│", "╰": "╯"}
-        panel = [line for line in first + last if line[:1] in ends]
-        assert len(panel) >= 2 * 6
-        for line in panel:  # fits, and whole: not cut at the right edge either
-            assert cell_len(line) <= width and line[-1] == ends[line[0]], line
-    finally:
-        subprocess.run(["tmux", "-S", str(sock), "kill-server"], check=False)
+        last = terminal.stop()
+        terminal.assert_panel_fits(first)
+        terminal.assert_panel_fits(last)
+
+
+@needs_tmux
+def test_live_display_in_a_short_terminal(tmp_path):
+    """20 running points on 15 lines: as many as fit, then how many more."""
+    runs = [
+        make_run(tmp_path, f"r{i:02d}", "RUNNING", i % 10, label=f"seed={i}") for i in range(20)
+    ]
+    with Terminal(tmp_path, runs, 60, height=15) as terminal:
+        lines = terminal.after_update(1, "more running")
+        text = "\n".join(lines)
+        assert "20 running" in text and "seed=0 " in text and "seed=19" not in text
+        shown = sum(bool(re.search(r"seed=\d+ +\d+/10", line)) for line in lines)
+        assert shown >= 1 and f"... {20 - shown} more running" in text
+        terminal.assert_panel_fits(lines)
+        assert lines.index(next(line for line in lines if line.startswith("╰"))) < 15
+        terminal.stop()
 
 
 def failed_points(tmp_path: Path, n: int = 4) -> list[Path]:
@@ -320,16 +362,21 @@ def test_status_json_for_scripts(sweep):
 
 
 def test_ten_thousand_points(tmp_path):
-    """A large sweep (8 running, 10,000 finished) is shown and written quickly."""
+    """A large sweep (8 running, 10,000 finished, 2,000 failed) is shown, tabled and written
+    quickly; the table shows 200 failures unless asked for more."""
     runs = [make_run(tmp_path, f"r{i}", "RUNNING", i, label=f"seed={i}") for i in range(8)]
     points = statuses_of(runs)
     points += statuses_of([make_run(tmp_path, "done", "COMPLETED", 10)]) * 10_000
+    points += statuses_of([make_run(tmp_path, "bad", "FAILED", 1, log="Error: boom")]) * 2_000
     started = time.monotonic()
     lines = plain_run(tmp_path, [lambda: points])
     document = json.loads(status_json(points))
+    table = failure_table(points).splitlines()
     assert time.monotonic() - started < 10
-    assert lines[0].split(" | ")[0].endswith("demo: 10000 finished, 8 running")
-    assert document["counts"]["FINISHED"] == 10_000
+    assert lines[0].split(" | ")[0].endswith("demo: 10000 finished, 8 running, 2000 failed")
+    assert document["counts"]["FINISHED"] == 10_000 and len(document["points"]) == 12_008
+    assert sum(line.startswith("FAILED ") for line in table) == 200
+    assert table[-1].split() == ["...", "1800", "more"]
 
 
 @pytest.mark.slow
