@@ -3,15 +3,16 @@ failed points, and the statuses as JSON.
 
 Works on any list of point statuses with the fields id, state, reason, job, run_dir, label and
 record (hpcdl.sweep.PointStatus; record: a JobRecord or None). A running point's epochs come from
-its run directory, read cheaply and only for RUNNING points: the last line of metrics.jsonl
-("epoch": epochs finished, numbered from 1) and train.epochs of config.yaml. Either may be
-missing (users' own scripts): what is not known is not shown.
+its run directory, read cheaply and only for RUNNING points: the last lines of metrics.jsonl
+("epoch": epochs finished, numbered from 1; "epoch_seconds" or "time") and train.epochs of
+config.yaml. Either file may be missing (users' own scripts): what is not known is not shown.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -74,7 +75,12 @@ def _whole(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
 
 
 def last_records(run_dir: str | Path, n: int = 2) -> list[dict[str, Any]]:
@@ -185,8 +191,8 @@ def counts_text(points: Sequence[Any]) -> str:
 
 def _elapsed(point: Any) -> float | None:
     record = getattr(point, "record", None)
-    seconds = getattr(record, "elapsed_seconds", None) if record is not None else None
-    return float(seconds) if isinstance(seconds, int | float) and seconds >= 0 else None
+    seconds = getattr(record, "elapsed_seconds", None)
+    return float(seconds) if _number(seconds) else None
 
 
 def estimate_seconds_left(points: Sequence[Any], epochs: dict[str, Epochs]) -> float | None:
@@ -409,7 +415,7 @@ def failure_table(points: list[Any], width: int = 100, limit: int | None = 200) 
         point = Text(p.id)
         if p.label and p.label != p.id:
             point.append(f"\n{p.label}")
-        table.add_row(p.state, point, Text(p.job or "-"), Text(p.reason or ""))
+        table.add_row(Text(p.state), point, Text(p.job or "-"), Text(p.reason or ""))
     if len(failed) > len(shown):
         table.add_row("", Text(f"... {len(failed) - len(shown)} more"), "", "")
     out = io.StringIO()
@@ -427,7 +433,7 @@ def status_json(points: list[Any]) -> str:
     counts = {state: 0 for state in STATE_ORDER} | state_counts(points)
     rows = []
     for p in points:
-        record = p.record
+        record = getattr(p, "record", None)
         known = epochs.get(p.id, Epochs())
         rows.append(
             {

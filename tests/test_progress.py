@@ -20,7 +20,7 @@ from rich.cells import cell_len
 from hpcdl import rundir
 from hpcdl.manifest import load_manifest
 from hpcdl.progress import Progress, failure_table, last_records, read_epochs, status_json
-from hpcdl.sweep import statuses
+from hpcdl.sweep import PointStatus, point_state, statuses
 from tests.conftest import HELPERS, ROOT
 from tests.helpers.progress_screen import statuses_of
 from tests.sweeps import manifest, start_sweep, until, write_spec
@@ -328,10 +328,18 @@ def test_failure_table_fits_the_width(tmp_path, width):
     assert failure_table(points[4:]) == ""  # nothing failed: nothing to show
 
 
-def test_failure_table_limit(tmp_path):
-    table = failure_table(statuses_of(failed_points(tmp_path, 5)), limit=2)
+def test_failure_table_order_and_limit(tmp_path):
+    never = make_run(tmp_path, "never", "PENDING")
+    (never / "local.json").unlink()
+    missing = PointStatus("never", *point_state(never, False, None), None, str(never), "lr=5")
+    points = [missing, *statuses_of(failed_points(tmp_path, 5))]
+    lines = failure_table(points).splitlines()
+    states = [line.split()[0] for line in lines if line[:1].isupper()]
+    assert states == ["FAILED"] * 5 + ["MISSING"]  # failures first
+    assert "never submitted" in lines[-2] and lines[-1].strip() == "lr=5"
+    table = failure_table(points, limit=2)
     assert sum(line.startswith("FAILED ") for line in table.splitlines()) == 2
-    assert "... 3 more" in table
+    assert "MISSING" not in table and "... 4 more" in table
 
 
 def test_status_json_for_scripts(sweep):
