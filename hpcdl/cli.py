@@ -59,14 +59,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from hpcdl import sweep
     from hpcdl.manifest import load_manifest
+    from hpcdl.progress import Progress, status_json
 
     if args.wait:
-        manifest, points = sweep.wait(args.sweep, args.timeout, out=lambda m: print(m, flush=True))
+        with Progress(f"sweep {load_manifest(args.sweep).name}") as progress:
+            manifest, points = sweep.wait(args.sweep, args.timeout, on_poll=progress.update)
+    else:
+        manifest = load_manifest(args.sweep)
+        points = sweep.statuses(manifest)
+    if args.json:
+        print(status_json(points, sweep=manifest.name, backend=manifest.backend))
+    else:
         print(sweep.format_status(manifest, points, args.all))
-        return 0 if all(p.state == "FINISHED" for p in points) else 1
-    manifest = load_manifest(args.sweep)
-    print(sweep.format_status(manifest, sweep.statuses(manifest), args.all))
-    return 0
+    return 0 if not args.wait or all(p.state == "FINISHED" for p in points) else 1
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -163,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("sweep", help="the sweep's results folder (e.g. results/NAME)")
         if name == "status":
-            p.add_argument("--all", action="store_true", help="list finished points too")
+            p.add_argument("--all", action="store_true", help="list every point, one line each")
+            p.add_argument("--json", action="store_true", help="the statuses as JSON, for scripts")
             p.add_argument(
                 "--wait",
                 action="store_true",

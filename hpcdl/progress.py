@@ -2,7 +2,7 @@
 failed points, and the statuses as JSON.
 
 Works on any list of point statuses with the fields id, state, reason, job, run_dir, label and
-record (hpcdl.sweep.PointStatus; record: a JobRecord or None). A running point's epochs come from
+record (hpcdl.states.PointStatus; record: a JobRecord or None). A running point's epochs come from
 its run directory, read cheaply and only for RUNNING points: the last lines of metrics.jsonl
 ("epoch": epochs finished, numbered from 1; "epoch_seconds" or "time") and train.epochs of
 config.yaml. Either file may be missing (users' own scripts): what is not known is not shown.
@@ -415,7 +415,11 @@ def failure_table(points: list[Any], width: int = 100, limit: int | None = 200) 
         point = Text(p.id)
         if p.label and p.label != p.id:
             point.append(f"\n{p.label}")
-        table.add_row(Text(p.state), point, Text(p.job or "-"), Text(p.reason or ""))
+        job = Text(p.job or "-")
+        node = getattr(getattr(p, "record", None), "node", None)
+        if node:
+            job.append(f"\n{node}")
+        table.add_row(Text(p.state), point, job, Text(p.reason or ""))
     if len(failed) > len(shown):
         table.add_row("", Text(f"... {len(failed) - len(shown)} more"), "", "")
     out = io.StringIO()
@@ -423,12 +427,12 @@ def failure_table(points: list[Any], width: int = 100, limit: int | None = 200) 
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()).strip("\n")
 
 
-def status_json(points: list[Any]) -> str:
-    """The statuses as one JSON document for scripts. Keys are always present (null when not
-    known): total, counts (every known state, 0 when none), estimated_seconds_left, and points,
-    each with id, label, state, reason, job, run_dir, epochs_done, epochs_total and
-    epoch_seconds (the latest epoch's; read for running points only), elapsed_seconds,
-    exit_code, start, end, node."""
+def status_json(points: list[Any], **about: Any) -> str:
+    """The statuses as one JSON document for scripts: the `about` keys (e.g. sweep, backend),
+    then keys that are always present (null when not known): total, counts (every known state,
+    0 when none), estimated_seconds_left, and points, each with id, label, state, reason, job,
+    run_dir, epochs_done, epochs_total and epoch_seconds (the latest epoch's; read for running
+    points only), elapsed_seconds, exit_code, start, end, node."""
     epochs = EpochReader().read(points)
     counts = {state: 0 for state in STATE_ORDER} | state_counts(points)
     rows = []
@@ -454,6 +458,7 @@ def status_json(points: list[Any]) -> str:
             }
         )
     document = {
+        **about,
         "total": len(points),
         "counts": counts,
         "estimated_seconds_left": estimate_seconds_left(points, epochs),

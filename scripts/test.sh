@@ -7,12 +7,14 @@ cd "$(dirname "$0")/.."
 VENV=${HPCDL_VENV:-.venv}
 export PATH="$PWD/$VENV/bin:$PATH"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then
-  # Debian's Chromium renders the HTML report in a test (headless)
+if [ "$(id -u)" = 0 ] && ! { command -v chromium && command -v tmux; } >/dev/null; then
+  # Debian's Chromium renders the HTML report in a test (headless); tmux is the real terminal
+  # the live progress display is tested in
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -y -q \
-    --no-install-recommends install chromium fonts-dejavu-core >/dev/null
+    --no-install-recommends install chromium fonts-dejavu-core tmux >/dev/null
 fi
+command -v tmux >/dev/null && export HPCDL_REQUIRE_TMUX=1
 command -v chromium >/dev/null && export HPCDL_REQUIRE_BROWSER=1
 if [ "$(id -u)" = 0 ] && [ "${HPCDL_NO_SLURM:-0}" != 1 ]; then
   bash slurm/start-test-cluster.sh

@@ -202,9 +202,12 @@ class Backend:
                 found[point] = record
         return found
 
-    def run_submitted(self, out: Callable[[str], None] = print) -> None:
+    def run_submitted(
+        self, out: Callable[[str], None] = print, watch: Callable[[], list[Any]] | None = None
+    ) -> None:
         """Called once a submission's jobs are all recorded: a cluster has them already (nothing
-        to do); the local backend runs them here, in the foreground."""
+        to do); the local backend runs them here, in the foreground, showing `watch()` (the
+        points' statuses) as live progress."""
 
 
 def submitting_settings() -> dict[str, str]:

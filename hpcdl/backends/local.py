@@ -24,9 +24,11 @@ from hpcdl import rundir
 from hpcdl.backends.base import ArrayTask, Backend, JobRecord, ScriptJob
 from hpcdl.errors import HpcdlError
 from hpcdl.manifest import now
+from hpcdl.progress import Progress
 from hpcdl.spec import Resources
 
 STATE_FILE = "local.json"
+WATCH_SECONDS = 2.0  # how often a local sweep's progress display reads the points' states
 GRACE_SECONDS = 20
 
 
@@ -54,7 +56,9 @@ class Local(Backend):
         self.queue.append((script, job))
         return f"local-{os.getpid()}"
 
-    def run_submitted(self, out: Callable[[str], None] = print) -> None:
+    def run_submitted(
+        self, out: Callable[[str], None] = print, watch: Callable[[], list[Any]] | None = None
+    ) -> None:
         queue, self.queue = self.queue, []
         for script, job in queue:
             if job.kind == "collect":
@@ -67,7 +71,11 @@ class Local(Backend):
                 f"({job.resources.ranks} rank(s) each); Ctrl-C stops them"
             )
             log_dir = job.log_dir or job.sweep_dir / "logs"
-            self.run(script, run_dirs, concurrent, job.resources.time_seconds, log_dir, out)
+            with Progress(f"sweep {job.sweep}") as progress:
+                tick = every(WATCH_SECONDS, lambda: progress.update(watch())) if watch else None
+                self.run(
+                    script, run_dirs, concurrent, job.resources.time_seconds, log_dir, out, tick
+                )
 
     def task_records(self, tasks: dict[str, ArrayTask]) -> dict[str, JobRecord]:
         """Each point's record from its run directory (local.json): no scheduler to ask."""
@@ -99,6 +107,7 @@ class Local(Backend):
         time_limit: int,
         log_dir: Path,
         progress: Callable[[str], None] = print,
+        on_tick: Callable[[], None] | None = None,
     ) -> dict[int, str]:
         """Run every array index of `script`; return index -> final state."""
         pending = list(range(len(run_dirs)))
@@ -154,6 +163,8 @@ class Local(Backend):
                         finish(index, "COMPLETED" if code == 0 else "FAILED", code)
                     elif time.monotonic() - started > time_limit:
                         stop(index, "TIMEOUT")
+                if on_tick is not None:
+                    on_tick()
                 time.sleep(0.2)
         except KeyboardInterrupt:
             progress(f"interrupted: stopping {len(running)} running point(s)")
@@ -184,6 +195,18 @@ def _stop_on_signals() -> Callable[[], None]:
             signal.signal(sig, handler)
 
     return restore
+
+
+def every(seconds: float, action: Callable[[], None]) -> Callable[[], None]:
+    """A callable that runs `action` at most once every `seconds` (the first call runs it)."""
+    last = [float("-inf")]
+
+    def maybe() -> None:
+        if time.monotonic() - last[0] >= seconds:
+            last[0] = time.monotonic()
+            action()
+
+    return maybe
 
 
 def points_of(points_file: Path | None) -> list[Path]:

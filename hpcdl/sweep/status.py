@@ -10,6 +10,7 @@ from hpcdl.backends.base import ArrayTask
 from hpcdl.errors import HpcdlError
 from hpcdl.grid import overrides_label
 from hpcdl.manifest import Manifest, Submission, load_manifest, now
+from hpcdl.progress import failure_table
 from hpcdl.states import ACTIVE_STATES, PointStatus, count_line, point_state
 from hpcdl.sweep.plan import backend_of
 
@@ -63,12 +64,12 @@ def format_status(manifest: Manifest, points: list[PointStatus], verbose: bool) 
                 f"  submission {sub.token}: {sub.state}, {job}, {what}"
                 + (f" ({sub.error})" if sub.error else "")
             )
-    shown = points if verbose else [p for p in points if p.state != "FINISHED"]
-    for p in shown[:200] if not verbose else shown:
-        reason = f"  {p.reason}" if p.reason else ""
-        lines.append(f"  {p.state:13s} {p.id:40s} {p.job or '-':>12s}{reason}")
-    if not verbose and len(shown) > 200:
-        lines.append(f"  ... {len(shown) - 200} more (use --all)")
+    if verbose:  # every point, one line each
+        for p in points:
+            reason = f"  {p.reason}" if p.reason else ""
+            lines.append(f"  {p.state:13s} {p.id:40s} {p.job or '-':>12s}{reason}")
+    elif table := failure_table(points):  # what did not finish, and why, in 100 columns
+        lines.append(table)
     return "\n".join(lines)
 
 
@@ -78,16 +79,20 @@ def wait(
     out: Callable[[str], None] = print,
     first_delay: float = 2.0,
     max_delay: float = 60.0,
+    on_poll: Callable[[list[PointStatus]], None] | None = None,
 ) -> tuple[Manifest, list[PointStatus]]:
     """Poll until no point is pending or running; one scheduler query per poll, the pause
-    doubling from `first_delay` to `max_delay`. Prints the counts whenever they change.
+    doubling from `first_delay` to `max_delay`. Each poll's statuses go to `on_poll` (e.g. a
+    Progress display), else the counts are printed whenever they change.
     Raises HpcdlError after `timeout` seconds."""
     start, delay, last = time.monotonic(), first_delay, ""
     while True:
         manifest = load_manifest(folder)  # re-read: a `resume` elsewhere may add submissions
         points = statuses(manifest)
         line = count_line(points)
-        if line != last:
+        if on_poll is not None:
+            on_poll(points)
+        elif line != last:
             out(f"{now()} {manifest.name}: {line}")
             last = line
         if not any(p.state in ACTIVE_STATES for p in points):

@@ -16,6 +16,7 @@ from hpcdl.manifest import Manifest, PointEntry, Submission, now
 from hpcdl.program import write_run_files
 from hpcdl.spec import SweepSpec
 from hpcdl.sweep.plan import backend_for, backend_of, plan, script_job, spec_of
+from hpcdl.sweep.status import statuses
 
 
 def create(
@@ -105,7 +106,7 @@ def submit(
         _submit_one(manifest, runner, sub, job, after)
         out(f"submitted {sub.job_name}: job {sub.job_id} (collect, after {','.join(after)})")
         done.append(sub)
-    runner.run_submitted(out)
+    runner.run_submitted(out, watch=lambda: statuses(manifest))
     return done
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hpcdl.backends.local import read_state
 from hpcdl.progress import Progress
-from hpcdl.sweep import PointStatus, point_state
+from hpcdl.states import PointStatus, point_state
 
 
 def statuses_of(run_dirs: list[Path]) -> list[PointStatus]:
