@@ -11,97 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from hpcdl.datasets import IndianPinesData, MnistData
 from hpcdl.errors import HpcdlError
+from hpcdl.models import IndianPines3DCNN, MnistCNN
+from hpcdl.registry import Schema as _Strict
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-# ---------------------------------------------------------------- models
-class MnistCNN(_Strict):
-    """The source's LeNet-like MNIST network."""
-
-    name: Literal["mnist_cnn"]
-    filters: list[Annotated[int, Field(gt=0)]] = [20, 50]
-    kernel: Annotated[int, Field(gt=0)] = 5
-    dense: list[Annotated[int, Field(gt=0)]] = [500]
-    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    l2: Annotated[float, Field(ge=0)] = 0.0
-
-
-class IndianPines3DCNN(_Strict):
-    """The source's 3D-CNN for hyperspectral pixel classification (defaults = the source)."""
-
-    name: Literal["indian_pines_3dcnn"]
-    filters: list[Annotated[int, Field(gt=0)]] = [48, 32, 32]
-    kernels: list[tuple[int, int, int]] = [(3, 3, 5), (3, 3, 5), (3, 3, 5)]
-    pools: list[tuple[int, int, int]] = [(1, 1, 3), (1, 1, 3), (1, 1, 2)]
-    band_padding: list[Annotated[int, Field(ge=0)]] = [2, 2, 0]
-    spatial_padding: Literal["valid", "same"] = "valid"
-    dense: list[Annotated[int, Field(gt=0)]] = [128, 128]
-    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    l2: Annotated[float, Field(ge=0)] = 0.0
-
-    @model_validator(mode="after")
-    def _same_depth(self) -> IndianPines3DCNN:
-        n = len(self.filters)
-        for key in ("kernels", "pools", "band_padding"):
-            if len(getattr(self, key)) != n:
-                raise ValueError(
-                    f"{key} has {len(getattr(self, key))} entries but filters has {n}; "
-                    "give one per convolution"
-                )
-        return self
-
-
+# ---------------------------------------------------------------- models and data
+# the schemas live beside their builders / loaders (hpcdl.models, hpcdl.datasets)
 ModelConfig = Annotated[MnistCNN | IndianPines3DCNN, Field(discriminator="name")]
-
-
-# ---------------------------------------------------------------- data
-class MnistData(_Strict):
-    """MNIST from IDX files (.gz or raw) or Keras' mnist.npz."""
-
-    name: Literal["mnist"]
-    dir: str | None = None
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    train_subset: Annotated[int, Field(gt=0)] | None = None
-    test_subset: Annotated[int, Field(gt=0)] | None = None
-
-
-class IndianPinesData(_Strict):
-    """Indian Pines windows around labelled pixels, split per class."""
-
-    name: Literal["indian_pines"]
-    dir: str | None = None
-    variant: Literal["corrected", "uncorrected"] = "corrected"
-    window: Annotated[int, Field(gt=0)] = 9
-    border: Literal["reflect", "zero"] = "reflect"
-    split: Literal["random", "blocks"] = "random"
-    train_fraction: Annotated[float, Field(gt=0, lt=1)] | None = 0.1
-    train_count: Annotated[int, Field(gt=0)] | None = None
-    block_size: Annotated[int, Field(gt=0)] = 16
-    split_seed: int = 0
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    normalize: Literal["global", "per_band"] = "global"
-    cache: bool = True
-    cache_dir: str | None = None
-
-    @model_validator(mode="after")
-    def _one_split_size(self) -> IndianPinesData:
-        if self.train_count is not None:
-            self.train_fraction = None
-        if self.train_fraction is None and self.train_count is None:
-            raise ValueError("give train_fraction or train_count")
-        if self.window % 2 == 0:
-            raise ValueError(f"window must be odd (a centre pixel), got {self.window}")
-        return self
-
-
 DataConfig = Annotated[MnistData | IndianPinesData, Field(discriminator="name")]
 
 

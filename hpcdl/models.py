@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from hpcdl.config import IndianPines3DCNN, MnistCNN
+from pydantic import Field, model_validator
+
 from hpcdl.errors import HpcdlError
+from hpcdl.registry import Schema as _Strict
+
+
+class MnistCNN(_Strict):
+    """The source's LeNet-like MNIST network."""
+
+    name: Literal["mnist_cnn"]
+    filters: list[Annotated[int, Field(gt=0)]] = [20, 50]
+    kernel: Annotated[int, Field(gt=0)] = 5
+    dense: list[Annotated[int, Field(gt=0)]] = [500]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+
+class IndianPines3DCNN(_Strict):
+    """The source's 3D-CNN for hyperspectral pixel classification (defaults = the source)."""
+
+    name: Literal["indian_pines_3dcnn"]
+    filters: list[Annotated[int, Field(gt=0)]] = [48, 32, 32]
+    kernels: list[tuple[int, int, int]] = [(3, 3, 5), (3, 3, 5), (3, 3, 5)]
+    pools: list[tuple[int, int, int]] = [(1, 1, 3), (1, 1, 3), (1, 1, 2)]
+    band_padding: list[Annotated[int, Field(ge=0)]] = [2, 2, 0]
+    spatial_padding: Literal["valid", "same"] = "valid"
+    dense: list[Annotated[int, Field(gt=0)]] = [128, 128]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _same_depth(self) -> IndianPines3DCNN:
+        n = len(self.filters)
+        for key in ("kernels", "pools", "band_padding"):
+            if len(getattr(self, key)) != n:
+                raise ValueError(
+                    f"{key} has {len(getattr(self, key))} entries but filters has {n}; "
+                    "give one per convolution"
+                )
+        return self
 
 
 def _dense_head(

@@ -21,9 +21,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, ConfigDict
+
 from hpcdl.errors import HpcdlError
 
 T = TypeVar("T")
+
+
+class Schema(BaseModel):
+    """Base of a registered extension's settings: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 def is_reference(name: str) -> bool:
@@ -84,7 +92,7 @@ class Registry(Generic[T]):
         return add(obj) if obj is not None else add
 
     def get(self, name: str) -> T:
-        """The object registered as `name` (or a `module:attribute` where references are allowed)."""
+        """The object registered as `name`, or a `module:attribute` where references are allowed."""
         if name in self._items:
             return self._items[name]
         if self.allow_references and is_reference(name):
@@ -108,7 +116,7 @@ class Registry(Generic[T]):
 
 
 def lazy(reference: str) -> Callable[..., Any]:
-    """A callable that imports `module:function` on first call (keeps heavy imports out of start-up)."""
+    """A callable importing `module:function` on first call (heavy imports wait until used)."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return import_reference(reference, "built-in")(*args, **kwargs)
