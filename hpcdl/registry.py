@@ -42,17 +42,25 @@ def is_reference(name: str) -> bool:
 
 @contextmanager
 def code_path(folder: str | Path | None) -> Iterator[None]:
-    """Put a user's code folder first on the import path while the block runs."""
+    """Put a user's code folder first on the import path while the block runs.
+
+    Modules imported from the folder are forgotten afterwards, so another folder's module of the
+    same name (another sweep, another test) is imported afresh rather than reused.
+    """
     if folder is None:
         yield
         return
     entry = str(Path(folder).resolve())
     sys.path.insert(0, entry)
+    importlib.invalidate_caches()  # files written since the last import are found
     try:
         yield
     finally:
         if entry in sys.path:
             sys.path.remove(entry)
+        for name, module in list(sys.modules.items()):
+            if (getattr(module, "__file__", None) or "").startswith(entry + "/"):
+                del sys.modules[name]
 
 
 def import_reference(reference: str, what: str = "object") -> Any:
