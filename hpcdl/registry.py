@@ -105,8 +105,10 @@ class Registry(Generic[T]):
             return self._items[name]
         if self.allow_references and is_reference(name):
             return import_reference(name, self.kind)
-        hint = " or a 'module:function' of your own" if self.allow_references else ""
-        raise HpcdlError(f"unknown {self.kind} {name!r}; choose {self.choices()}{hint}")
+        options = [self.choices()] if self._items else []
+        if self.allow_references:
+            options.append("a 'module:function' of your own")
+        raise HpcdlError(f"unknown {self.kind} {name!r}; choose {' or '.join(options) or '-'}")
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -114,7 +116,9 @@ class Registry(Generic[T]):
     def choices(self) -> str:
         """'a, b or c': the registered names for messages."""
         names = self.names()
-        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        if len(names) < 2:
+            return "".join(names)
+        return ", ".join(names[:-1]) + " or " + names[-1]
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

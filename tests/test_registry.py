@@ -36,5 +36,5 @@ def test_user_reference_from_a_code_folder(tmp_path):
             models.get("mynets:nope")
     with pytest.raises(HpcdlError, match="does not import"):
         import_reference("mynets:build")  # the folder is off the path again
-    with pytest.raises(HpcdlError, match="or a 'module:function' of your own"):
+    with pytest.raises(HpcdlError, match=r"choose a 'module:function' of your own$"):
         models.get("plain_name")
