@@ -15,6 +15,7 @@ and the error messages read the registry instead of lists kept in step by hand.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -78,6 +79,37 @@ def import_reference(reference: str, what: str = "object") -> Any:
             raise HpcdlError(f"{what} {reference!r}: {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def check_arguments(
+    function: Any, kwargs: dict[str, Any], what: str, given: tuple[str, ...] = ()
+) -> None:
+    """One-line error unless `function(**kwargs)` binds: unknown or missing keys, by name.
+
+    `given` are the arguments hpcdl passes itself (not keys of the user's section).
+    """
+    if not callable(function):
+        raise HpcdlError(f"{what}: is a {type(function).__name__}, not a function")
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): calling it will tell
+    kinds = {p.kind for p in params.values()}
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        for key in kwargs:
+            if key not in params:
+                role = "must accept" if key in given else "has no keyword argument"
+                accepts = ", ".join(n for n in named if n not in given) or "none"
+                raise HpcdlError(f"{what}: {role} {key!r} (its keyword arguments: {accepts})")
+    for name, p in params.items():
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            if name not in kwargs:
+                raise HpcdlError(
+                    f"{what}: missing key {name!r} (a keyword argument without default)"
+                )
+        elif p.kind == p.POSITIONAL_ONLY and p.default is p.empty:
+            raise HpcdlError(f"{what}: argument {name!r} is positional-only; make it a keyword")
 
 
 class Registry(Generic[T]):
