@@ -145,6 +145,14 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._items)
 
+    def in_order(self) -> list[T]:
+        """The registered objects in the order they were registered (report sections)."""
+        return list(self._items.values())
+
+    def unregister(self, name: str) -> None:
+        """Forget `name` (tests that register a toy extension clean up after themselves)."""
+        self._items.pop(name, None)
+
     def choices(self) -> str:
         """'a, b or c': the registered names for messages."""
         names = self.names()
