@@ -1,8 +1,10 @@
 """Training configuration: the schema of one run, validated before anything is written.
 
 A config has four sections: ``model`` (architecture), ``data`` (data set and its preparation),
-``train`` (optimisation and run mechanics) and ``run_dir``. Sweeps vary keys by dotted path,
-e.g. ``train.lr`` or ``model.dropout``.
+``train`` (optimisation and run mechanics) and ``run_dir``, and ``code`` (a folder with a user's
+model / data modules) where one is used. ``model`` and ``data`` are validated by the schema
+registered under their ``name`` (hpcdl.models.MODELS, hpcdl.datasets.DATASETS), or name a user's
+``module:function``. Sweeps vary keys by dotted path, e.g. ``train.lr`` or ``model.dropout``.
 """
 
 from __future__ import annotations

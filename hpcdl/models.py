@@ -26,8 +26,6 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from hpcdl.errors import HpcdlError
 from hpcdl.registry import Registry, Schema, check_arguments, code_path, is_reference
 
-_Strict = Schema
-
 
 @dataclass(frozen=True)
 class ModelKind:
@@ -76,7 +74,7 @@ def model_kind(name: str) -> ModelKind:
     return MODELS.get(name)
 
 
-class MnistCNN(_Strict):
+class MnistCNN(Schema):
     """The source's LeNet-like MNIST network."""
 
     name: Literal["mnist_cnn"]
@@ -88,7 +86,7 @@ class MnistCNN(_Strict):
     l2: Annotated[float, Field(ge=0)] = 0.0
 
 
-class IndianPines3DCNN(_Strict):
+class IndianPines3DCNN(Schema):
     """The source's 3D-CNN for hyperspectral pixel classification (defaults = the source)."""
 
     name: Literal["indian_pines_3dcnn"]

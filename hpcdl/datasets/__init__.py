@@ -22,8 +22,6 @@ from hpcdl.datasets.base import Prepared
 from hpcdl.errors import HpcdlError
 from hpcdl.registry import Registry, Schema, is_reference, lazy
 
-_Strict = Schema
-
 
 @dataclass(frozen=True)
 class DataKind:
@@ -56,7 +54,7 @@ def fetchable() -> list[str]:
     return sorted(kind.fetch for _, kind in DATASETS.items() if kind.fetch)
 
 
-class MnistData(_Strict):
+class MnistData(Schema):
     """MNIST from IDX files (.gz or raw) or Keras' mnist.npz."""
 
     name: Literal["mnist"]
@@ -66,7 +64,7 @@ class MnistData(_Strict):
     test_subset: Annotated[int, Field(gt=0)] | None = None
 
 
-class IndianPinesData(_Strict):
+class IndianPinesData(Schema):
     """Indian Pines windows around labelled pixels, split per class."""
 
     name: Literal["indian_pines"]
