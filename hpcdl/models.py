@@ -24,7 +24,14 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from hpcdl.errors import HpcdlError
-from hpcdl.registry import Registry, Schema, check_arguments, code_path, is_reference
+from hpcdl.registry import (
+    Registry,
+    Schema,
+    check_arguments,
+    code_path,
+    describe_error,
+    is_reference,
+)
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,7 @@ def build_user_model(
         except HpcdlError:
             raise
         except Exception as err:  # the user's code may fail in any way
-            raise HpcdlError(f"{what}: the builder failed ({type(err).__name__}: {err})") from None
+            raise HpcdlError(f"{what}: the builder failed ({describe_error(err)})") from None
     check_user_model(keras, model, what, tuple(input_shape), n_classes)
     return model
 
@@ -231,7 +238,7 @@ def check_user_model(
     except Exception as err:  # the user's model may fail in any way
         raise HpcdlError(
             f"{what}: the model fails on a batch of input shape {input_shape} "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"({describe_error(err)})"
         ) from None
     if out.shape != (2, n_classes):
         raise HpcdlError(

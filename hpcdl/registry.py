@@ -64,6 +64,12 @@ def code_path(folder: str | Path | None) -> Iterator[None]:
                 del sys.modules[name]
 
 
+def describe_error(err: BaseException) -> str:
+    """`Type: first line of the message`, for one-line reports of a user's code failing."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
 def import_reference(reference: str, what: str = "object") -> Any:
     """Import `package.module:attribute` (the attribute may be dotted), one-line error if not."""
     module_name, _, attr = reference.partition(":")
@@ -71,8 +77,7 @@ def import_reference(reference: str, what: str = "object") -> Any:
         obj: Any = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while it imports
         raise HpcdlError(
-            f"{what} {reference!r}: module {module_name!r} does not import "
-            f"({type(err).__name__}: {err})"
+            f"{what} {reference!r}: module {module_name!r} does not import ({describe_error(err)})"
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -55,6 +55,10 @@ def broken(input_shape, n_classes):
     raise RuntimeError("out of ideas")
 
 
+def verbose(input_shape, n_classes):
+    raise ValueError("first line\\n  and a traceback-like second")
+
+
 def positional(input_shape, n_classes, /):
     return None
 """
@@ -196,6 +200,7 @@ def test_a_grid_varies_the_builders_keyword_arguments(tmp_path):
             {},
             "the builder failed (RuntimeError: out of ideas)",
         ),
+        ({"name": "nets:verbose", "width": DROP}, {}, "failed (ValueError: first line)"),
         (
             {"name": "nets:positional", "width": DROP},
             {},

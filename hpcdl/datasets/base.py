@@ -89,7 +89,7 @@ class MemorySplit:
 def load_user_data(reference: str, kwargs: dict[str, Any], code: str | None) -> Prepared:
     """Call a user's `module:function` loader and check what it returns (see UserData)."""
     from hpcdl.datasets import DATASETS
-    from hpcdl.registry import check_arguments, code_path
+    from hpcdl.registry import check_arguments, code_path, describe_error
 
     what = f"data {reference!r}"
     with code_path(code):
@@ -100,7 +100,7 @@ def load_user_data(reference: str, kwargs: dict[str, Any], code: str | None) -> 
         except HpcdlError:
             raise
         except Exception as err:  # the user's code may fail in any way
-            raise HpcdlError(f"{what}: the loader failed ({type(err).__name__}: {err})") from None
+            raise HpcdlError(f"{what}: the loader failed ({describe_error(err)})") from None
     if not isinstance(out, dict) or not {"train", "test"} <= set(out):
         raise HpcdlError(
             f"{what}: the loader returned {type(out).__name__}; expected a mapping with train "
