@@ -241,3 +241,25 @@ def test_a_bad_user_model_stops_the_sweep_before_anything_is_written(env, tmp_pa
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("hpcdl:")]
     assert "'nets:logits'" in line and "not softmax probabilities" in line
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_user_model_run_resumes_to_the_same_end(env, tmp_path):
+    config = {"code": str(user_code(tmp_path)), **base_config()}
+    config["train"].update(epochs=2, steps_per_epoch=None)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def final_weights(name):
+        cmd = [sys.executable, str(HELPERS / "rank_weights.py"), str(path), str(tmp_path / name)]
+        proc = run([*cmd, str(tmp_path / f"{name}-w")], env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout, np.load(tmp_path / f"{name}-w" / "rank0.npz")
+
+    _out, straight = final_weights("straight")
+    crash = [sys.executable, str(HELPERS / "die_after_epoch.py"), str(path), str(tmp_path / "b")]
+    assert run([*crash, "1"], env).returncode == -9  # SIGKILL after epoch 1's checkpoint
+    out, resumed = final_weights("b")
+    assert "resuming" in out and "after epoch 1" in out
+    for key in straight.files:
+        np.testing.assert_array_equal(straight[key], resumed[key])
