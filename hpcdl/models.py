@@ -269,13 +269,18 @@ def check_fits(cfg: Any, input_shape: tuple[int, ...], n_classes: int | None = N
         return
     key = json.dumps([cfg.model_dump(mode="json"), cfg._code, list(input_shape), n_classes])
     if key not in _checked:
-        build_model(cfg, input_shape, n_classes or 0)
+        model = build_model(cfg, input_shape, n_classes or 0)
+        del model
+        _keras().backend.clear_session()  # planning many settings does not pile up graphs
         _checked.add(key)
+
+
+def _keras() -> Any:
+    from hpcdl.distributed import import_tf
+
+    return import_tf().keras
 
 
 def build_model(cfg: Any, input_shape: tuple[int, ...], n_classes: int) -> Any:
     """Build the configured model for the given input shape and number of classes."""
-    from hpcdl.distributed import import_tf
-
-    keras = import_tf().keras
-    return model_kind(cfg.name).build(keras, cfg, tuple(input_shape), n_classes)
+    return model_kind(cfg.name).build(_keras(), cfg, tuple(input_shape), n_classes)
