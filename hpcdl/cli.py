@@ -33,6 +33,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetchable(name: str) -> str:
+    """A data set `hpcdl data fetch` knows (from the data set registry)."""
+    from hpcdl.datasets import DATASETS, fetchable
+
+    known = {kind.fetch: kind.fetch for _, kind in DATASETS.items() if kind.fetch}
+    known.update({n: kind.fetch for n, kind in DATASETS.items() if kind.fetch})
+    if name not in known:
+        raise argparse.ArgumentTypeError(
+            f"unknown data set {name!r}; choose {' or '.join(fetchable())}"
+        )
+    return known[name]
+
+
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from hpcdl.datasets.sources import data_root, fetch
 
@@ -142,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser(
         "fetch", help="download and verify data sets (sha256), or check local copies"
     )
-    f.add_argument("datasets", nargs="+", metavar="DATASET", help="mnist, indian-pines")
+    from hpcdl.datasets import fetchable
+
+    f.add_argument(
+        "datasets", nargs="+", metavar="DATASET", type=_fetchable, help=", ".join(fetchable())
+    )
     f.add_argument(
         "--data-dir", help="target folder (default: $HPCDL_DATA_DIR or ~/.cache/hpcdl/data)"
     )

@@ -1,108 +1,62 @@
 """Training configuration: the schema of one run, validated before anything is written.
 
 A config has four sections: ``model`` (architecture), ``data`` (data set and its preparation),
-``train`` (optimisation and run mechanics) and ``run_dir``. Sweeps vary keys by dotted path,
-e.g. ``train.lr`` or ``model.dropout``.
+``train`` (optimisation and run mechanics) and ``run_dir``, and ``code`` (a folder with a user's
+model / data modules) where one is used. ``model`` and ``data`` are validated by the schema
+registered under their ``name`` (hpcdl.models.MODELS, hpcdl.datasets.DATASETS), or name a user's
+``module:function``. Sweeps vary keys by dotted path, e.g. ``train.lr`` or ``model.dropout``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from hpcdl.datasets import IndianPinesData, MnistData  # noqa: F401  (the schemas' old home)
 from hpcdl.errors import HpcdlError
+from hpcdl.models import IndianPines3DCNN, MnistCNN  # noqa: F401
+from hpcdl.registry import Schema as _Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+# ---------------------------------------------------------------- models and data
+class SectionError(ValueError):
+    """A model or data section that its registered schema rejected (keeps pydantic's details)."""
+
+    def __init__(self, error: ValidationError):
+        super().__init__(str(error))
+        self.error = error
 
 
-# ---------------------------------------------------------------- models
-class MnistCNN(_Strict):
-    """The source's LeNet-like MNIST network."""
-
-    name: Literal["mnist_cnn"]
-    filters: list[Annotated[int, Field(gt=0)]] = [20, 50]
-    kernel: Annotated[int, Field(gt=0)] = 5
-    dense: list[Annotated[int, Field(gt=0)]] = [500]
-    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    l2: Annotated[float, Field(ge=0)] = 0.0
-
-
-class IndianPines3DCNN(_Strict):
-    """The source's 3D-CNN for hyperspectral pixel classification (defaults = the source)."""
-
-    name: Literal["indian_pines_3dcnn"]
-    filters: list[Annotated[int, Field(gt=0)]] = [48, 32, 32]
-    kernels: list[tuple[int, int, int]] = [(3, 3, 5), (3, 3, 5), (3, 3, 5)]
-    pools: list[tuple[int, int, int]] = [(1, 1, 3), (1, 1, 3), (1, 1, 2)]
-    band_padding: list[Annotated[int, Field(ge=0)]] = [2, 2, 0]
-    spatial_padding: Literal["valid", "same"] = "valid"
-    dense: list[Annotated[int, Field(gt=0)]] = [128, 128]
-    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    l2: Annotated[float, Field(ge=0)] = 0.0
-
-    @model_validator(mode="after")
-    def _same_depth(self) -> IndianPines3DCNN:
-        n = len(self.filters)
-        for key in ("kernels", "pools", "band_padding"):
-            if len(getattr(self, key)) != n:
-                raise ValueError(
-                    f"{key} has {len(getattr(self, key))} entries but filters has {n}; "
-                    "give one per convolution"
-                )
-        return self
-
-
-ModelConfig = Annotated[MnistCNN | IndianPines3DCNN, Field(discriminator="name")]
-
-
-# ---------------------------------------------------------------- data
-class MnistData(_Strict):
-    """MNIST from IDX files (.gz or raw) or Keras' mnist.npz."""
-
-    name: Literal["mnist"]
-    dir: str | None = None
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    train_subset: Annotated[int, Field(gt=0)] | None = None
-    test_subset: Annotated[int, Field(gt=0)] | None = None
-
-
-class IndianPinesData(_Strict):
-    """Indian Pines windows around labelled pixels, split per class."""
-
-    name: Literal["indian_pines"]
-    dir: str | None = None
-    variant: Literal["corrected", "uncorrected"] = "corrected"
-    window: Annotated[int, Field(gt=0)] = 9
-    border: Literal["reflect", "zero"] = "reflect"
-    split: Literal["random", "blocks"] = "random"
-    train_fraction: Annotated[float, Field(gt=0, lt=1)] | None = 0.1
-    train_count: Annotated[int, Field(gt=0)] | None = None
-    block_size: Annotated[int, Field(gt=0)] = 16
-    split_seed: int = 0
-    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    normalize: Literal["global", "per_band"] = "global"
-    cache: bool = True
-    cache_dir: str | None = None
-
-    @model_validator(mode="after")
-    def _one_split_size(self) -> IndianPinesData:
-        if self.train_count is not None:
-            self.train_fraction = None
-        if self.train_fraction is None and self.train_count is None:
-            raise ValueError("give train_fraction or train_count")
-        if self.window % 2 == 0:
-            raise ValueError(f"window must be odd (a centre pixel), got {self.window}")
-        return self
-
-
-DataConfig = Annotated[MnistData | IndianPinesData, Field(discriminator="name")]
+def _section(raw: Any, kind_of: Callable[[str], Any], what: str) -> Any:
+    """Validate a `model` / `data` mapping with the schema registered under its `name`."""
+    if isinstance(raw, BaseModel):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a mapping with a name, got {raw!r}")
+    if "name" not in raw:
+        raise ValueError(f"give the {what}'s name")
+    if not isinstance(raw["name"], str):
+        raise ValueError(f"name must be a string, got {raw['name']!r}")
+    try:
+        kind = kind_of(raw["name"])
+    except HpcdlError as err:
+        raise ValueError(str(err)) from None
+    try:
+        return kind.schema.model_validate(raw)
+    except ValidationError as err:
+        raise SectionError(err) from None
 
 
 # ---------------------------------------------------------------- training
@@ -133,31 +87,69 @@ class TrainSettings(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Everything one training run needs."""
+    """Everything one training run needs. ``code``: a folder with the user's model / data code."""
 
-    model: ModelConfig
-    data: DataConfig
+    code: str | None = None
+    model: SerializeAsAny[BaseModel]
+    data: SerializeAsAny[BaseModel]
     train: TrainSettings = TrainSettings()
     run_dir: str | None = None
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, raw: Any) -> BaseModel:
+        from hpcdl.models import model_kind
+
+        return _section(raw, model_kind, "model")
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, raw: Any) -> BaseModel:
+        from hpcdl.datasets import data_kind
+
+        return _section(raw, data_kind, "data set")
+
+    @field_validator("code")
+    @classmethod
+    def _code_folder(cls, folder: str | None) -> str | None:
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            raise ValueError(f"no folder {folder!r} (the folder with your model / data code)")
+        return None if folder is None else str(Path(folder).expanduser().resolve())
+
     @model_validator(mode="after")
     def _model_fits_data(self) -> TrainConfig:
-        wants = {"mnist_cnn": "mnist", "indian_pines_3dcnn": "indian_pines"}[self.model.name]
-        if self.data.name != wants:
+        from hpcdl.models import model_kind
+
+        wants = model_kind(self.model.name).data
+        if wants and self.data.name not in wants:
             raise ValueError(
-                f"model {self.model.name!r} trains on data {wants!r}, not {self.data.name!r}"
+                f"model {self.model.name!r} trains on data {' or '.join(map(repr, wants))}, "
+                f"not {self.data.name!r}"
             )
+        for section in (self.model, self.data):
+            if hasattr(section, "_code"):
+                section._code = self.code  # where a user's builder / loader is imported from
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty_code(self, handler: Any) -> dict[str, Any]:
+        # configs without user code dump as they did before `code` existed (same point ids)
+        out = handler(self)
+        if out.get("code", 0) is None:
+            del out["code"]
+        return out
 
 
 # ---------------------------------------------------------------- loading
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, within: str = "") -> str:
     """One line: where, which key, what value, what was expected."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
-    # discriminated unions add the tag to the path (model.mnist_cnn.filters): drop it
-    for tag in ("mnist_cnn", "indian_pines_3dcnn", "mnist", "indian_pines"):
-        loc = loc.replace(f".{tag}.", ".").removesuffix(f".{tag}")
+    parts = [within] if within else []
+    parts += [str(p) for p in first["loc"] if not str(p).startswith("function-after")]
+    loc = ".".join(parts)
+    inner = first.get("ctx", {}).get("error")
+    if isinstance(inner, SectionError):  # a model / data schema's own error: model.filters
+        return format_validation_error(inner.error, source, loc)
     msg = first["msg"].removeprefix("Value error, ")
     where = f"{source}: {loc}" if loc else source
     extra = f" (and {len(err.errors()) - 1} more problem(s))" if len(err.errors()) > 1 else ""

@@ -122,7 +122,7 @@ def program_points(
 
 def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[Point]:
     """All points of the sweep, validated; raises HpcdlError naming the first bad point."""
-    from hpcdl.datasets import expected_input_shape
+    from hpcdl.datasets import expected_input_shape, expected_n_classes
     from hpcdl.models import check_fits
 
     combos = combinations(spec)
@@ -140,7 +140,8 @@ def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[
         where = f"{source}: point {' '.join(f'{k}={v}' for k, v in overrides.items()) or 'base'}"
         config = parse_config(raw, where)
         try:
-            check_fits(config.model, expected_input_shape(config.data))
+            shape = expected_input_shape(config.data)
+            check_fits(config.model, shape, expected_n_classes(config.data))
         except HpcdlError as err:
             raise HpcdlError(f"{where}: {err}") from None
         pid = point_id(config, overrides)

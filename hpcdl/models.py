@@ -1,11 +1,122 @@
-"""The two source models, built with the Keras 2 API (tf.keras under TF_USE_LEGACY_KERAS=1)."""
+"""Models: a registry of builders (the two source models register like any other) and users'
+own Keras models, all built with the Keras 2 API (tf.keras under TF_USE_LEGACY_KERAS=1).
+
+A new model is one schema (its settings, a `name` field), one builder and one registration:
+
+    class Tiny(Schema):
+        name: Literal["tiny"]
+        width: int = 8
+
+    @register_model("tiny", Tiny, data="mnist")
+    def tiny(keras, cfg, input_shape, n_classes): ...   # returns a keras.Model ending in softmax
+
+A user's model needs no registration: `model: {name: "mypkg.nets:build", depth: 2}` calls
+`build(input_shape=..., n_classes=..., depth=2)` (see UserModel).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from hpcdl.config import IndianPines3DCNN, MnistCNN
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
 from hpcdl.errors import HpcdlError
+from hpcdl.registry import (
+    Registry,
+    Schema,
+    check_arguments,
+    code_path,
+    describe_error,
+    is_reference,
+)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A registered model: its settings' schema, its builder and the data sets it trains on."""
+
+    schema: type[Schema]
+    build: Callable[..., Any]  # build(keras, cfg, input_shape, n_classes) -> keras.Model
+    data: tuple[str, ...] = ()  # data set names it trains on; () = any
+    check_fits: Callable[[Any, tuple[int, ...]], None] | None = None  # pure arithmetic
+
+
+MODELS: Registry[Any] = Registry("model", allow_references=True)
+
+
+def register_model(
+    name: str,
+    schema: type[Schema],
+    data: str | tuple[str, ...] = (),
+    check_fits: Callable[[Any, tuple[int, ...]], None] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register `build(keras, cfg, input_shape, n_classes)` as model `name`."""
+
+    def add(build: Callable[..., Any]) -> Callable[..., Any]:
+        wants = (data,) if isinstance(data, str) else tuple(data)
+        MODELS.register(name, ModelKind(schema, build, wants, check_fits))
+        return build
+
+    return add
+
+
+class UserModel(Schema):
+    """`name: "module:function"`; every other key is a keyword argument of that builder."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    _code: str | None = PrivateAttr(None)  # the config's `code` folder, set by TrainConfig
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def model_kind(name: str) -> ModelKind:
+    """The registered model `name`, or the user-model kind for a `module:function`."""
+    if name not in MODELS and is_reference(name):
+        return USER_MODEL
+    return MODELS.get(name)
+
+
+class MnistCNN(Schema):
+    """The source's LeNet-like MNIST network."""
+
+    name: Literal["mnist_cnn"]
+    filters: list[Annotated[int, Field(gt=0)]] = [20, 50]
+    kernel: Annotated[int, Field(gt=0)] = 5
+    dense: list[Annotated[int, Field(gt=0)]] = [500]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+
+class IndianPines3DCNN(Schema):
+    """The source's 3D-CNN for hyperspectral pixel classification (defaults = the source)."""
+
+    name: Literal["indian_pines_3dcnn"]
+    filters: list[Annotated[int, Field(gt=0)]] = [48, 32, 32]
+    kernels: list[tuple[int, int, int]] = [(3, 3, 5), (3, 3, 5), (3, 3, 5)]
+    pools: list[tuple[int, int, int]] = [(1, 1, 3), (1, 1, 3), (1, 1, 2)]
+    band_padding: list[Annotated[int, Field(ge=0)]] = [2, 2, 0]
+    spatial_padding: Literal["valid", "same"] = "valid"
+    dense: list[Annotated[int, Field(gt=0)]] = [128, 128]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _same_depth(self) -> IndianPines3DCNN:
+        n = len(self.filters)
+        for key in ("kernels", "pools", "band_padding"):
+            if len(getattr(self, key)) != n:
+                raise ValueError(
+                    f"{key} has {len(getattr(self, key))} entries but filters has {n}; "
+                    "give one per convolution"
+                )
+        return self
 
 
 def _dense_head(
@@ -19,6 +130,7 @@ def _dense_head(
     return keras.layers.Dense(n_classes, activation="softmax", kernel_regularizer=reg)(x)
 
 
+@register_model("mnist_cnn", MnistCNN, data="mnist")
 def mnist_cnn(keras: Any, cfg: MnistCNN, input_shape: tuple[int, ...], n_classes: int) -> Any:
     """Conv(20, 5x5, same) -> pool -> Conv(50, 5x5, same) -> pool -> Dense(500) -> Dense(10)."""
     reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
@@ -33,11 +145,17 @@ def mnist_cnn(keras: Any, cfg: MnistCNN, input_shape: tuple[int, ...], n_classes
     return keras.Model(inputs, outputs, name="mnist_cnn")
 
 
+@register_model(
+    "indian_pines_3dcnn",
+    IndianPines3DCNN,
+    data="indian_pines",
+    check_fits=lambda cfg, shape: indian_pines_fits(cfg, shape),
+)
 def indian_pines_3dcnn(
     keras: Any, cfg: IndianPines3DCNN, input_shape: tuple[int, ...], n_classes: int
 ) -> Any:
     """Conv3D blocks over (window, window, bands, 1): conv -> pool over bands -> pad bands."""
-    check_fits(cfg, input_shape)
+    indian_pines_fits(cfg, input_shape)
     reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
     inputs = keras.Input(shape=input_shape)
     x = inputs
@@ -62,13 +180,11 @@ def indian_pines_3dcnn(
     return keras.Model(inputs, outputs, name="indian_pines_3dcnn")
 
 
-def check_fits(cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...]) -> None:
+def indian_pines_fits(cfg: IndianPines3DCNN, input_shape: tuple[int, ...]) -> None:
     """Raise HpcdlError when the model's feature maps would vanish for this input shape.
 
     Pure arithmetic (no TensorFlow), so sweeps can check every point before submitting it.
     """
-    if cfg.name != "indian_pines_3dcnn":
-        return
     shape = list(input_shape[:3])
     for i, (kernel, pool, pad) in enumerate(
         zip(cfg.kernels, cfg.pools, cfg.band_padding, strict=True)
@@ -86,14 +202,85 @@ def check_fits(cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...]) -
         shape[2] += 2 * pad
 
 
-BUILDERS = {"mnist_cnn": mnist_cnn, "indian_pines_3dcnn": indian_pines_3dcnn}
-
-
-def build_model(
-    cfg: MnistCNN | IndianPines3DCNN, input_shape: tuple[int, ...], n_classes: int
+def build_user_model(
+    keras: Any, cfg: UserModel, input_shape: tuple[int, ...], n_classes: int
 ) -> Any:
-    """Build the configured model for the given input shape and number of classes."""
+    """Call the user's builder with input_shape, n_classes and the section's other keys."""
+    what = f"model {cfg.name!r}"
+    with code_path(cfg._code):
+        builder = MODELS.get(cfg.name)
+        kwargs = {"input_shape": tuple(input_shape), "n_classes": n_classes, **cfg.kwargs()}
+        check_arguments(builder, kwargs, what, given=("input_shape", "n_classes"))
+        try:
+            model = builder(**kwargs)
+        except HpcdlError:
+            raise
+        except Exception as err:  # the user's code may fail in any way
+            raise HpcdlError(f"{what}: the builder failed ({describe_error(err)})") from None
+    check_user_model(keras, model, what, tuple(input_shape), n_classes)
+    return model
+
+
+def check_user_model(
+    keras: Any, model: Any, what: str, input_shape: tuple[int, ...], n_classes: int
+) -> None:
+    """A tf.keras model whose output is one probability per class (softmax), else HpcdlError."""
+    import numpy as np
+
+    if not isinstance(model, keras.Model):
+        raise HpcdlError(
+            f"{what}: the builder returned {type(model).__module__}.{type(model).__name__}, "
+            "not a tf.keras Model (build it with tensorflow's tf.keras, not Keras 3)"
+        )
+    x = np.random.default_rng(0).random((2, *input_shape), dtype=np.float32)
+    try:
+        out = np.asarray(model(x, training=False))
+    except Exception as err:  # the user's model may fail in any way
+        raise HpcdlError(
+            f"{what}: the model fails on a batch of input shape {input_shape} "
+            f"({describe_error(err)})"
+        ) from None
+    if out.shape != (2, n_classes):
+        raise HpcdlError(
+            f"{what}: the model's output has shape {(None, *out.shape[1:])}, expected "
+            f"(None, {n_classes}): one probability per class"
+        )
+    if (out < 0).any() or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+        raise HpcdlError(
+            f"{what}: the model's output is not softmax probabilities; end it with "
+            f"Dense({n_classes}, activation='softmax') (training uses categorical cross-entropy)"
+        )
+
+
+USER_MODEL = ModelKind(UserModel, build_user_model)
+_checked: set[str] = set()
+
+
+def check_fits(cfg: Any, input_shape: tuple[int, ...], n_classes: int | None = None) -> None:
+    """Raise HpcdlError when the model cannot be built for this input (planning, every point).
+
+    Registered models check by arithmetic (no TensorFlow, so sweeps stay fast); a user's model
+    is built once per distinct setting, with TensorFlow, and its output checked.
+    """
+    kind = model_kind(cfg.name)
+    if kind is not USER_MODEL:
+        if kind.check_fits is not None:
+            kind.check_fits(cfg, tuple(input_shape))
+        return
+    key = json.dumps([cfg.model_dump(mode="json"), cfg._code, list(input_shape), n_classes])
+    if key not in _checked:
+        model = build_model(cfg, input_shape, n_classes or 0)
+        del model
+        _keras().backend.clear_session()  # planning many settings does not pile up graphs
+        _checked.add(key)
+
+
+def _keras() -> Any:
     from hpcdl.distributed import import_tf
 
-    keras = import_tf().keras
-    return BUILDERS[cfg.name](keras, cfg, tuple(input_shape), n_classes)
+    return import_tf().keras
+
+
+def build_model(cfg: Any, input_shape: tuple[int, ...], n_classes: int) -> Any:
+    """Build the configured model for the given input shape and number of classes."""
+    return model_kind(cfg.name).build(_keras(), cfg, tuple(input_shape), n_classes)

@@ -15,15 +15,24 @@ and the error messages read the registry instead of lists kept in step by hand.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel, ConfigDict
+
 from hpcdl.errors import HpcdlError
 
 T = TypeVar("T")
+
+
+class Schema(BaseModel):
+    """Base of a registered extension's settings: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
 
 
 def is_reference(name: str) -> bool:
@@ -34,17 +43,31 @@ def is_reference(name: str) -> bool:
 
 @contextmanager
 def code_path(folder: str | Path | None) -> Iterator[None]:
-    """Put a user's code folder first on the import path while the block runs."""
+    """Put a user's code folder first on the import path while the block runs.
+
+    Modules imported from the folder are forgotten afterwards, so another folder's module of the
+    same name (another sweep, another test) is imported afresh rather than reused.
+    """
     if folder is None:
         yield
         return
     entry = str(Path(folder).resolve())
     sys.path.insert(0, entry)
+    importlib.invalidate_caches()  # files written since the last import are found
     try:
         yield
     finally:
         if entry in sys.path:
             sys.path.remove(entry)
+        for name, module in list(sys.modules.items()):
+            if (getattr(module, "__file__", None) or "").startswith(entry + "/"):
+                del sys.modules[name]
+
+
+def describe_error(err: BaseException) -> str:
+    """`Type: first line of the message`, for one-line reports of a user's code failing."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def import_reference(reference: str, what: str = "object") -> Any:
@@ -54,14 +77,44 @@ def import_reference(reference: str, what: str = "object") -> Any:
         obj: Any = importlib.import_module(module_name)
     except Exception as err:  # a user's module may fail in any way while it imports
         raise HpcdlError(
-            f"{what} {reference!r}: module {module_name!r} does not import "
-            f"({type(err).__name__}: {err})"
+            f"{what} {reference!r}: module {module_name!r} does not import ({describe_error(err)})"
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise HpcdlError(f"{what} {reference!r}: {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     return obj
+
+
+def check_arguments(
+    function: Any, kwargs: dict[str, Any], what: str, given: tuple[str, ...] = ()
+) -> None:
+    """One-line error unless `function(**kwargs)` binds: unknown or missing keys, by name.
+
+    `given` are the arguments hpcdl passes itself (not keys of the user's section).
+    """
+    if not callable(function):
+        raise HpcdlError(f"{what}: is a {type(function).__name__}, not a function")
+    try:
+        params = inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return  # no signature to check (a builtin): calling it will tell
+    kinds = {p.kind for p in params.values()}
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        for key in kwargs:
+            if key not in params:
+                role = "must accept" if key in given else "has no keyword argument"
+                accepts = ", ".join(n for n in named if n not in given) or "none"
+                raise HpcdlError(f"{what}: {role} {key!r} (its keyword arguments: {accepts})")
+    for name, p in params.items():
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            if name not in kwargs:
+                raise HpcdlError(
+                    f"{what}: missing key {name!r} (a keyword argument without default)"
+                )
+        elif p.kind == p.POSITIONAL_ONLY and p.default is p.empty:
+            raise HpcdlError(f"{what}: argument {name!r} is positional-only; make it a keyword")
 
 
 class Registry(Generic[T]):
@@ -90,17 +143,27 @@ class Registry(Generic[T]):
             return self._items[name]
         if self.allow_references and is_reference(name):
             return import_reference(name, self.kind)
-        hint = f" or a 'module:{self.reference}' of your own" if self.allow_references else ""
-        raise HpcdlError(f"unknown {self.kind} {name!r}; choose {self.choices()}{hint}")
+        options = [self.choices()] if self._items else []
+        if self.allow_references:
+            options.append(f"a 'module:{self.reference}' of your own")
+        raise HpcdlError(f"unknown {self.kind} {name!r}; choose {' or '.join(options) or '-'}")
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def in_order(self) -> list[T]:
+        """The registered objects in the order they were registered (report sections)."""
+        return list(self._items.values())
+
+    def unregister(self, name: str) -> None:
+        """Forget `name` (tests that register a toy extension clean up after themselves)."""
+        self._items.pop(name, None)
 
     def choices(self) -> str:
         """'a, b or c': the registered names for messages."""
         names = self.names()
         if len(names) < 2:
-            return names[0] if names else "(none registered)"
+            return "".join(names)
         return ", ".join(names[:-1]) + " or " + names[-1]
 
     def __contains__(self, name: object) -> bool:
@@ -111,7 +174,7 @@ class Registry(Generic[T]):
 
 
 def lazy(reference: str) -> Callable[..., Any]:
-    """A callable that imports `module:function` when first called (keeps start-up light)."""
+    """A callable importing `module:function` on first call (heavy imports wait until used)."""
 
     def call(*args: Any, **kwargs: Any) -> Any:
         return import_reference(reference, "built-in")(*args, **kwargs)

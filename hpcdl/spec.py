@@ -17,6 +17,7 @@ every run. Validated as a whole before anything is written or submitted.
     resources: {nodes: 1, gpus_per_node: 2, cpus_per_task: 4, mem: 16G, time: "02:00:00", ...}
     backend: slurm                 # local (default) | slurm | pbs
     max_concurrent: 8              # array throttle (%8) / parallel runs on the local backend
+    code: src/                     # folder with your own model / data code (relative to the spec)
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ class SweepSpec(_Strict):
     scheduler: SchedulerOptions = SchedulerOptions()
     env: dict[str, str] = {}
     collect: bool = True
+    code: str | None = None  # folder with your model / data code, relative to the spec
 
     @field_validator("grid")
     @classmethod
@@ -267,6 +269,8 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
             raise HpcdlError(f"{path}: config {spec.config!r} is not a training config mapping")
     else:
         base = copy.deepcopy(spec.base)
+    if spec.code is not None:  # relative to the spec; absolute in every run's config
+        base["code"] = str((Path(path).parent / Path(spec.code).expanduser()).resolve())
     for key, value in spec.fixed.items():
         set_path(base, key, value)
     return spec, base

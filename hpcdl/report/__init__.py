@@ -8,7 +8,8 @@ MAX_ROWS runs and figures draw at most figures.MAX_POINTS.
     data      the sweep's tables, the ranking metric, names of settings and runs
     tables    best runs, averages over seeds, effects, failures, scaling, per-class results
     figures   plotly figures
-    sections  what the report says, in order
+    sections  what the report says: registries of sections (REPORT_SECTIONS, SWEEP_SECTIONS)
+              in registration order; register your own Section-returning function there
     page      the HTML writer;  markdown  the Markdown writer
 """
 
@@ -22,9 +23,19 @@ from hpcdl import rundir
 from hpcdl.report.data import RANK_METRICS, SweepData, load
 from hpcdl.report.markdown import markdown_page
 from hpcdl.report.page import html_page
-from hpcdl.report.sections import MAX_ROWS, sections
+from hpcdl.report.sections import MAX_ROWS, REPORT_SECTIONS, SWEEP_SECTIONS, Section, sections
 
-__all__ = ["RANK_METRICS", "MAX_ROWS", "SweepData", "build", "load", "report"]
+__all__ = [
+    "MAX_ROWS",
+    "RANK_METRICS",
+    "REPORT_SECTIONS",
+    "SWEEP_SECTIONS",
+    "Section",
+    "SweepData",
+    "build",
+    "load",
+    "report",
+]
 
 
 def build(sweeps: list[SweepData]) -> tuple[str, str]:

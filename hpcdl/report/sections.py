@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
 
+from hpcdl.registry import Registry
 from hpcdl.report import figures, tables
 from hpcdl.report.data import SweepData
 
@@ -75,12 +77,14 @@ def confusion(s: SweepData, prefix: str) -> list[Section]:
     ]
 
 
-def sweep_sections(s: SweepData, prefix: str) -> list[Section]:
-    metric = s.metric or "no metric yet"
-    out = [Section(f"warning: {note}", level=0, warning=True) for note in s.notes[:20]]
-    out.append(
+def warnings(s: SweepData, prefix: str) -> list[Section]:
+    return [Section(f"warning: {note}", level=0, warning=True) for note in s.notes[:20]]
+
+
+def best_runs(s: SweepData, prefix: str) -> list[Section]:
+    return [
         Section(
-            f"{prefix}Best runs (by {metric})",
+            f"{prefix}Best runs (by {s.metric or 'no metric yet'})",
             text="best first; report.html lists every finished run: sort by any column, filter "
             "with the search box or a column's menu, hover a run for its id"
             if len(s.finished) > 1
@@ -88,17 +92,25 @@ def sweep_sections(s: SweepData, prefix: str) -> list[Section]:
             table=tables.best_runs(s),
             html_table=tables.best_runs(s, MAX_ROWS),
         )
-    )
+    ]
+
+
+def over_seeds(s: SweepData, prefix: str) -> list[Section]:
     seeds = tables.over_seeds(s)
-    if not seeds.empty:
-        out.append(
-            Section(
-                f"{prefix}Settings averaged over seeds (by mean {metric})",
-                text="each setting's runs over its seeds; std is the seed-to-seed spread",
-                table=seeds,
-            )
+    if seeds.empty:
+        return []
+    return [
+        Section(
+            f"{prefix}Settings averaged over seeds (by mean {s.metric or 'no metric yet'})",
+            text="each setting's runs over its seeds; std is the seed-to-seed spread",
+            table=seeds,
         )
-    out += [
+    ]
+
+
+def effects(s: SweepData, prefix: str) -> list[Section]:
+    metric = s.metric or "no metric yet"
+    out = [
         Section(f"{prefix}Effect of {group} on {metric}", level=3, table=table)
         for group, table in tables.effects(s).items()
     ]
@@ -108,7 +120,7 @@ def sweep_sections(s: SweepData, prefix: str) -> list[Section]:
         for fig in [figures.effects_figure(s)]
         if fig is not None
     ]
-    out += [
+    return out + [
         Section(
             f"{prefix}Settings against {metric}",
             text="drag along an axis to select a range, drag an axis to move it"
@@ -118,37 +130,76 @@ def sweep_sections(s: SweepData, prefix: str) -> list[Section]:
         for fig in [figures.parallel_figure(s)]
         if fig is not None
     ]
-    out += [
+
+
+def curves(s: SweepData, prefix: str) -> list[Section]:
+    return [
         Section(f"{prefix}Learning curves of the best runs", figure=fig)
         for fig in [figures.curves_figure([s])]
         if fig is not None
     ]
-    out += confusion(s, prefix)
+
+
+def scaling(s: SweepData, prefix: str) -> list[Section]:
     sc = tables.scaling(s)
-    if not sc.empty:
-        out.append(
-            Section(
-                f"{prefix}Throughput and scaling efficiency",
-                text="efficiency = throughput(n) / (n x throughput(1 rank))",
-                table=sc,
-            )
+    if sc.empty:
+        return []
+    return [
+        Section(
+            f"{prefix}Throughput and scaling efficiency",
+            text="efficiency = throughput(n) / (n x throughput(1 rank))",
+            table=sc,
         )
+    ]
+
+
+def failures(s: SweepData, prefix: str) -> list[Section]:
     fail = tables.failures(s)
-    out.append(
+    return [
         Section(
             f"{prefix}Failures ({len(fail)})",
             table=fail if not fail.empty else None,
             text=None if not fail.empty else "none",
         )
-    )
-    return out
+    ]
+
+
+def overview(sweeps: list[SweepData]) -> list[Section]:
+    return [Section("Overview", table=tables.overview(sweeps))]
+
+
+def compare(sweeps: list[SweepData]) -> list[Section]:
+    return comparison(sweeps) if len(sweeps) > 1 else []
+
+
+# The report is these sections in registration order: first those about all sweeps together,
+# then, for each sweep, those about one sweep. Register yours the same way (it goes last):
+#     SWEEP_SECTIONS.register("my_table", lambda s, prefix: [Section(f"{prefix}Mine", ...)])
+REPORT_SECTIONS: Registry[Callable[[list[SweepData]], list[Section]]] = Registry("report section")
+SWEEP_SECTIONS: Registry[Callable[[SweepData, str], list[Section]]] = Registry("report section")
+for _name, _section in [("overview", overview), ("comparison", compare)]:
+    REPORT_SECTIONS.register(_name, _section)
+for _name, _section in [
+    ("warnings", warnings),
+    ("best_runs", best_runs),
+    ("over_seeds", over_seeds),
+    ("effects", effects),
+    ("curves", curves),
+    ("confusion", confusion),
+    ("scaling", scaling),
+    ("failures", failures),
+]:
+    SWEEP_SECTIONS.register(_name, _section)
+
+
+def sweep_sections(s: SweepData, prefix: str) -> list[Section]:
+    """One sweep's sections, in registration order."""
+    return [part for section in SWEEP_SECTIONS.in_order() for part in section(s, prefix)]
 
 
 def sections(sweeps: list[SweepData]) -> list[Section]:
     """Every section of the report of these sweeps, in order."""
-    out = [Section("Overview", table=tables.overview(sweeps))]
-    if len(sweeps) > 1:
-        out += comparison(sweeps)
+    out = [part for section in REPORT_SECTIONS.in_order() for part in section(sweeps)]
     for s in sweeps:
         out += sweep_sections(s, f"{s.name}: " if len(sweeps) > 1 else "")
     return out
