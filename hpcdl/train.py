@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import functools
 import math
-import queue
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +29,11 @@ from hpcdl import __version__, checkpoint, rundir
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
 from hpcdl.preempt import Stopped, StopRequest, requeue_blocker, requeue_self
+from hpcdl.training.epochs import prefetch, shard_batches
+from hpcdl.training.results import classification_summary, epoch_line, loss_fn
+from hpcdl.training.runfiles import check_run_dir, resolve_run_dir
+
+__all__ = ["Outcome", "resolve_run_dir", "train"]
 
 STOP_CHECK_STEPS = 10  # steps between the ranks' agreement on a stop request
 PARTIAL_KEYS = ("partial_loss", "partial_correct", "partial_wait", "partial_seconds")
@@ -52,105 +55,6 @@ class Outcome:
     model: Any = None
     rank: int = 0
     size: int = 1
-
-
-# ---------------------------------------------------------------- helpers
-def shard_batches(
-    n: int, batch: int, rank: int, size: int, seed: int, epoch: int, max_steps: int | None
-) -> list[np.ndarray]:
-    """This rank's index batches for one epoch (same global order on every rank)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    steps = n // (batch * size)
-    if max_steps:
-        steps = min(steps, max_steps)
-    mine = order[rank::size]
-    return [mine[i * batch : (i + 1) * batch] for i in range(steps)]
-
-
-def prefetch(
-    batches: list[np.ndarray], take: Callable[[np.ndarray], Any], depth: int = 2
-) -> Iterator[tuple[Any, float]]:
-    """Yield (take(batch), seconds waited for it) with `depth` batches prepared in a thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work():
-        try:
-            for idx in batches:
-                if stop.is_set():
-                    return
-                q.put((take(idx), None))
-        except BaseException as err:  # surfaces in the training thread
-            q.put((None, err))
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        for _ in batches:
-            t0 = time.perf_counter()
-            item, err = q.get()
-            if err is not None:
-                raise err
-            yield item, time.perf_counter() - t0
-    finally:
-        stop.set()
-
-
-def classification_summary(confusion: np.ndarray) -> dict[str, Any]:
-    """Overall accuracy, average (per-class) accuracy and Cohen's kappa from a confusion matrix."""
-    total = confusion.sum()
-    support = confusion.sum(axis=1)
-    per_class = np.divide(
-        np.diag(confusion), support, out=np.full(len(support), np.nan), where=support > 0
-    )
-    overall = float(np.trace(confusion) / total) if total else float("nan")
-    expected = float((support * confusion.sum(axis=0)).sum() / total**2) if total else float("nan")
-    kappa = (overall - expected) / (1 - expected) if expected < 1 else float("nan")
-    return {
-        "overall_accuracy": overall,
-        "average_accuracy": float(np.nanmean(per_class)),
-        "kappa": float(kappa),
-        "per_class_accuracy": [None if math.isnan(v) else float(v) for v in per_class],
-        "confusion_matrix": confusion.astype(int).tolist(),
-    }
-
-
-def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-            if diff:
-                return diff
-        return None
-    return None if old == new else f"{path}: {old!r} -> {new!r}"
-
-
-def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """A run directory belongs to one config: refuse to resume a different one in it."""
-    stored = run_dir / rundir.CONFIG
-    if not stored.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(stored.read_text()) or {}
-    new = config_to_dict(config)
-    old.pop("run_dir", None)
-    new.pop("run_dir", None)
-    diff = _first_difference(old, new)
-    if diff:
-        raise HpcdlError(
-            f"{run_dir} holds a run with a different config ({diff}); "
-            "use another --run-dir or delete that folder"
-        )
-
-
-def resolve_run_dir(config: TrainConfig, config_path: str | None, override: str | None) -> Path:
-    """--run-dir, else the config's run_dir, else results/<config file stem>."""
-    if override:
-        return Path(override).resolve()
-    if config.run_dir:
-        return Path(config.run_dir).resolve()
-    return (Path("results") / Path(config_path or "run").stem).resolve()
 
 
 # ---------------------------------------------------------------- the run
@@ -238,7 +142,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     )
 
     n_classes = data.n_classes
-    per_sample_loss = _loss_fn(tf, ts.loss, ts.label_smoothing)
+    per_sample_loss = loss_fn(tf, ts.loss, ts.label_smoothing)
     tape_wrapper = hvd.DistributedGradientTape if ctx.size > 1 else (lambda tape: tape)
 
     @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
@@ -398,7 +302,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
                 state["best_loss"], state["best_epoch"] = monitored, epoch
 
             agree(functools.partial(write_epoch, record, epoch, improved))
-            say(_epoch_line(record, ts.epochs))
+            say(epoch_line(record, ts.epochs))
 
         if ts.keep == "best" and state["best_epoch"]:
             if ctx.is_root:
@@ -438,23 +342,6 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"
     )
     return Outcome("finished", result, model, ctx.rank, ctx.size)
-
-
-def _loss_fn(tf: Any, name: str, smoothing: float) -> Callable[[Any, Any], Any]:
-    """Per-sample loss on one-hot targets and softmax outputs."""
-    if name == "mse":
-        return lambda y, p: tf.reduce_mean(tf.square(tf.cast(y, p.dtype) - p), axis=-1)
-    return lambda y, p: tf.keras.losses.categorical_crossentropy(y, p, label_smoothing=smoothing)
-
-
-def _epoch_line(r: dict[str, Any], epochs: int) -> str:
-    val = (
-        f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_loss" in r else ""
-    )
-    return (
-        f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
-        f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s"
-    )
 
 
 def _plain(value: Any) -> Any:
