@@ -29,13 +29,13 @@ from hpcdl import __version__, checkpoint, rundir
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
 from hpcdl.preempt import Stopped, StopRequest, requeue_blocker, requeue_self
+from hpcdl.training.agreement import Ranks
 from hpcdl.training.epochs import prefetch, shard_batches
 from hpcdl.training.results import classification_summary, epoch_line, loss_fn
 from hpcdl.training.runfiles import check_run_dir, resolve_run_dir
 
 __all__ = ["Outcome", "resolve_run_dir", "train"]
 
-STOP_CHECK_STEPS = 10  # steps between the ranks' agreement on a stop request
 PARTIAL_KEYS = ("partial_loss", "partial_correct", "partial_wait", "partial_seconds")
 FRESH_STATE = {
     "epoch": 0,
@@ -69,30 +69,15 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     run_dir = Path(run_dir).resolve()
     ts = config.train
     ctx = distributed.init(ts.threads, ts.deterministic)
-    tf, hvd = ctx.tf, ctx.hvd
+    tf, ranks = ctx.tf, Ranks(ctx)
     say = log if ctx.is_root else (lambda _msg: None)
-
-    def agree(step: Callable[[], Any]) -> Any:
-        """Run `step` on rank 0 and share its value or its error, so no rank waits forever."""
-        value, error = None, None
-        if ctx.is_root:
-            try:
-                value = step()
-            except HpcdlError as err:
-                error = str(err)
-        value, error = (
-            hvd.broadcast_object((value, error), root_rank=0) if ctx.size > 1 else (value, error)
-        )
-        if error:
-            raise HpcdlError(error)
-        return value
 
     def finished_result():
         check_run_dir(run_dir, config)
         path = run_dir / rundir.RESULT
         return rundir.read_json(path) if path.exists() else None
 
-    done = agree(finished_result)
+    done = ranks.root_decides(finished_result)
     if done is not None:
         say(f"{run_dir}: already finished (result.json present); not training again")
         return Outcome("already_finished", done, None, ctx.rank, ctx.size)
@@ -128,9 +113,8 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         rundir.truncate_metrics(run_dir, state["epoch"])
         return state
 
-    state = agree(open_run_dir)
-    hvd.broadcast_variables(model.variables, root_rank=0)
-    hvd.broadcast_variables(optimizer.variables, root_rank=0)
+    state = ranks.root_decides(open_run_dir)
+    ranks.broadcast_from_root(model.variables, optimizer.variables)
     if state["epoch"] or state["step"]:
         within = f", step {state['step']} of epoch {state['epoch'] + 1}" if state["step"] else ""
         say(f"resuming {run_dir} after epoch {state['epoch']}{within}")
@@ -143,7 +127,6 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
 
     n_classes = data.n_classes
     per_sample_loss = loss_fn(tf, ts.loss, ts.label_smoothing)
-    tape_wrapper = hvd.DistributedGradientTape if ctx.size > 1 else (lambda tape: tape)
 
     @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
     def train_step(x, y):
@@ -151,7 +134,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             probs = model(x, training=True)
             loss = tf.reduce_mean(per_sample_loss(tf.one_hot(y, n_classes), probs))
             total = loss + tf.add_n(model.losses) if model.losses else loss
-        grads = tape_wrapper(tape).gradient(total, model.trainable_variables)
+        grads = ranks.averaging(tape).gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
         return loss * tf.cast(tf.shape(y)[0], tf.float32), correct
@@ -159,12 +142,6 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
     def predict_step(x):
         return model(x, training=False)
-
-    def allsum(values: list[float] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float64)
-        if ctx.size == 1:
-            return arr
-        return hvd.allreduce(tf.constant(arr), op=hvd.Sum).numpy()
 
     def evaluate(split, with_confusion: bool = False) -> tuple[float, float, np.ndarray | None]:
         idx = np.arange(len(split))[ctx.rank :: ctx.size]
@@ -179,7 +156,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             confusion += np.bincount(
                 truth * n_classes + probs.argmax(1), minlength=n_classes**2
             ).reshape(n_classes, n_classes)
-        sums = allsum([loss_sum, *confusion.ravel()])
+        sums = ranks.sum([loss_sum, *confusion.ravel()])
         confusion = sums[1:].reshape(n_classes, n_classes)
         count = confusion.sum()
         return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
@@ -200,16 +177,6 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             },
         )
 
-    def should_stop(step: int) -> bool:
-        """The same answer on every rank: checked each step on one rank, every
-        STOP_CHECK_STEPS steps across ranks (one tiny allreduce)."""
-        if ctx.size == 1:
-            return stopper.signum is not None
-        if (step + 1) % STOP_CHECK_STEPS:
-            return False
-        flag = tf.constant(1 if stopper.signum is not None else 0)
-        return bool(hvd.allreduce(flag, op=hvd.Max).numpy())
-
     def stop_now(epoch: int, step: int, partial: np.ndarray) -> None:
         """Checkpoint mid-epoch, record why, ask to be requeued, and leave (all ranks)."""
         signame = stopper.name or "a signal"
@@ -225,7 +192,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             rundir.write_json_atomic(run_dir / rundir.FAILURE, {"reason": reason + "; requeueing"})
             return requeue_self()
 
-        note = agree(write)
+        note = ranks.root_decides(write)
         if note is None:
             stopper.ignore(signal.SIGUSR1)
             say(
@@ -266,13 +233,13 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             for step, ((x, y), wait) in enumerate(feed, start=first):
                 waited += wait
                 sums.append(train_step(tf.constant(x), tf.constant(y)))
-                if step + 1 < len(batches) and should_stop(step):
+                if step + 1 < len(batches) and ranks.stop_requested(stopper, step):
                     done = [float(np.sum([s[i] for s in sums])) for i in (0, 1)]
                     seconds = time.perf_counter() - t0
-                    partial = allsum(np.add(carried, [*done, waited, seconds / ctx.size]))
+                    partial = ranks.sum(np.add(carried, [*done, waited, seconds / ctx.size]))
                     stop_now(epoch, step + 1, partial)
             loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
-            total = allsum([loss_sum + carried[0], correct + carried[1], waited + carried[2]])
+            total = ranks.sum([loss_sum + carried[0], correct + carried[1], waited + carried[2]])
             count = len(batches) * ts.batch_size * ctx.size  # full batches, equal on all ranks
             train_seconds = time.perf_counter() - t0 + carried[3]
             record = {"epoch": epoch, "loss": total[0] / count, "accuracy": total[1] / count}
@@ -301,13 +268,13 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             if improved:
                 state["best_loss"], state["best_epoch"] = monitored, epoch
 
-            agree(functools.partial(write_epoch, record, epoch, improved))
+            ranks.root_decides(functools.partial(write_epoch, record, epoch, improved))
             say(epoch_line(record, ts.epochs))
 
         if ts.keep == "best" and state["best_epoch"]:
             if ctx.is_root:
                 checkpoint.load(ckpt_dir / "best.h5", model, None)
-            hvd.broadcast_variables(model.variables, root_rank=0)
+            ranks.broadcast_from_root(model.variables)
         test_loss, test_acc, confusion = evaluate(data.test, with_confusion=True)
         records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
         result = {
@@ -336,7 +303,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             },
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        agree(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
+        ranks.root_decides(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
     say(
         f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
         f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"
