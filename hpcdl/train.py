@@ -25,25 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from hpcdl import __version__, checkpoint, rundir
-from hpcdl.config import TrainConfig, config_to_dict
+from hpcdl import __version__, rundir
+from hpcdl.config import TrainConfig
 from hpcdl.errors import HpcdlError
 from hpcdl.preempt import Stopped, StopRequest, requeue_blocker, requeue_self
 from hpcdl.training.agreement import Ranks
 from hpcdl.training.epochs import prefetch, shard_batches
 from hpcdl.training.results import classification_summary, epoch_line, loss_fn
-from hpcdl.training.runfiles import check_run_dir, resolve_run_dir
+from hpcdl.training.runfiles import RunFiles, resolve_run_dir
 
 __all__ = ["Outcome", "resolve_run_dir", "train"]
-
-PARTIAL_KEYS = ("partial_loss", "partial_correct", "partial_wait", "partial_seconds")
-FRESH_STATE = {
-    "epoch": 0,
-    "step": 0,
-    "best_loss": float("inf"),
-    "best_epoch": 0,
-    **dict.fromkeys(PARTIAL_KEYS, 0.0),
-}
 
 
 @dataclass
@@ -66,18 +57,14 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     from hpcdl.schedules import make_optimizer, make_schedule
 
     started = time.time()
-    run_dir = Path(run_dir).resolve()
+    files = RunFiles(Path(run_dir).resolve(), config)
+    run_dir = files.path
     ts = config.train
     ctx = distributed.init(ts.threads, ts.deterministic)
     tf, ranks = ctx.tf, Ranks(ctx)
     say = log if ctx.is_root else (lambda _msg: None)
 
-    def finished_result():
-        check_run_dir(run_dir, config)
-        path = run_dir / rundir.RESULT
-        return rundir.read_json(path) if path.exists() else None
-
-    done = ranks.root_decides(finished_result)
+    done = ranks.root_decides(files.finished_result)
     if done is not None:
         say(f"{run_dir}: already finished (result.json present); not training again")
         return Outcome("already_finished", done, None, ctx.rank, ctx.size)
@@ -98,26 +85,11 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     optimizer = make_optimizer(tf, ts, schedule)
     optimizer.build(model.trainable_variables)
 
-    ckpt_dir = run_dir / rundir.CHECKPOINTS
-
-    def open_run_dir():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_yaml_atomic(
-            run_dir / rundir.CONFIG, {**config_to_dict(config), "run_dir": str(run_dir)}
-        )
-        (run_dir / rundir.FAILURE).unlink(missing_ok=True)
-        state = dict(FRESH_STATE)
-        if (ckpt_dir / "last.h5").exists():
-            attrs = checkpoint.load(ckpt_dir / "last.h5", model, optimizer)
-            state.update({k: _plain(v) for k, v in attrs.items() if k in state})
-        rundir.truncate_metrics(run_dir, state["epoch"])
-        return state
-
-    state = ranks.root_decides(open_run_dir)
+    progress = ranks.root_decides(lambda: files.open(model, optimizer))
     ranks.broadcast_from_root(model.variables, optimizer.variables)
-    if state["epoch"] or state["step"]:
-        within = f", step {state['step']} of epoch {state['epoch'] + 1}" if state["step"] else ""
-        say(f"resuming {run_dir} after epoch {state['epoch']}{within}")
+    if progress.epoch or progress.step:
+        within = f", step {progress.step} of epoch {progress.epoch + 1}" if progress.step else ""
+        say(f"resuming {run_dir} after epoch {progress.epoch}{within}")
     say(
         f"training {config.model.name} on {config.data.name}: {len(data.train)} train, "
         f"{len(data.val) if data.val else 0} validation, {len(data.test)} test samples; "
@@ -161,22 +133,6 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         count = confusion.sum()
         return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
 
-    def save_checkpoint(name: str, epoch: int, step: int = 0, partial=(0.0, 0.0, 0.0, 0.0)):
-        """epoch: epochs completed; step > 0: that many steps of the next one, whose running
-        sums over all ranks (loss, correct, wait, seconds) are `partial`."""
-        checkpoint.save(
-            ckpt_dir / name,
-            model,
-            optimizer,
-            {
-                "epoch": epoch,
-                "step": step,
-                "best_loss": state["best_loss"],
-                "best_epoch": state["best_epoch"],
-                **dict(zip(PARTIAL_KEYS, partial, strict=True)),
-            },
-        )
-
     def stop_now(epoch: int, step: int, partial: np.ndarray) -> None:
         """Checkpoint mid-epoch, record why, ask to be requeued, and leave (all ranks)."""
         signame = stopper.name or "a signal"
@@ -188,8 +144,8 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             blocker = requeue_blocker()
             if stopper.signum == signal.SIGUSR1 and blocker:
                 return None  # only a warning, and no requeue to gain from stopping early
-            save_checkpoint("last.h5", epoch - 1, step, tuple(partial))
-            rundir.write_json_atomic(run_dir / rundir.FAILURE, {"reason": reason + "; requeueing"})
+            stopped_at = progress.within_epoch(step, partial)
+            files.write_stop(reason + "; requeueing", model, optimizer, stopped_at)
             return requeue_self()
 
         note = ranks.root_decides(write)
@@ -203,16 +159,9 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         say(f"{reason}; {note}")
         raise Stopped(f"{reason}; {note}")
 
-    def write_epoch(record: dict[str, Any], epoch: int, improved: bool) -> None:
-        """Rank 0: the metrics line first, then the checkpoints (resume trims extra lines)."""
-        rundir.append_metrics(run_dir, record)
-        if improved and ts.keep == "best":
-            save_checkpoint("best.h5", epoch)
-        save_checkpoint("last.h5", epoch)
-
     stopper = StopRequest().install()
     with rundir.failure_recorded(run_dir, enabled=ctx.is_root):
-        for epoch in range(state["epoch"] + 1, ts.epochs + 1):
+        for epoch in range(progress.epoch + 1, ts.epochs + 1):
             t0 = time.perf_counter()
             batches = shard_batches(
                 len(data.train),
@@ -224,8 +173,8 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
                 ts.steps_per_epoch,
             )
             # a resumed epoch skips the steps done before the stop; rank 0 carries their sums
-            first = state["step"] if epoch == state["epoch"] + 1 else 0
-            carried = [state[k] for k in PARTIAL_KEYS] if first and ctx.is_root else [0.0] * 4
+            first = progress.step
+            carried = progress.partial if first and ctx.is_root else [0.0] * 4
             sums, waited = [], 0.0
             feed = prefetch(
                 batches[first:], lambda idx: (data.train.take(idx), data.train.labels[idx])
@@ -264,19 +213,16 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
                     "or check the data"
                 )
             monitored = record.get("val_loss", record["loss"])
-            improved = monitored < state["best_loss"]
-            if improved:
-                state["best_loss"], state["best_epoch"] = monitored, epoch
-
-            ranks.root_decides(functools.partial(write_epoch, record, epoch, improved))
+            best = progress.finish_epoch(epoch, monitored) and ts.keep == "best"
+            write = functools.partial(files.write_epoch, record, model, optimizer, progress, best)
+            ranks.root_decides(write)
             say(epoch_line(record, ts.epochs))
 
-        if ts.keep == "best" and state["best_epoch"]:
+        if ts.keep == "best" and progress.best_epoch:
             if ctx.is_root:
-                checkpoint.load(ckpt_dir / "best.h5", model, None)
+                files.load_best(model)
             ranks.broadcast_from_root(model.variables)
         test_loss, test_acc, confusion = evaluate(data.test, with_confusion=True)
-        records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
         result = {
             "status": "finished",
             "model": config.model.name,
@@ -286,15 +232,15 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             **classification_summary(confusion),
             "epochs": ts.epochs,
             "kept": ts.keep,
-            "kept_epoch": state["best_epoch"] if ts.keep == "best" else ts.epochs,
-            "best_epoch": state["best_epoch"],
-            "best_monitored_loss": state["best_loss"],
+            "kept_epoch": progress.best_epoch if ts.keep == "best" else ts.epochs,
+            "best_epoch": progress.best_epoch,
+            "best_monitored_loss": progress.best_loss,
             "params": int(model.count_params()),
             "ranks": ctx.size,
             "train_samples": len(data.train),
             "val_samples": len(data.val) if data.val else 0,
             "test_samples": len(data.test),
-            "train_seconds": float(sum(r.get("epoch_seconds", 0.0) for r in records)),
+            "train_seconds": files.train_seconds() if ctx.is_root else 0.0,
             "wall_seconds_last_session": time.time() - started,
             "versions": {
                 "hpcdl": __version__,
@@ -303,17 +249,12 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
             },
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        ranks.root_decides(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
+        ranks.root_decides(lambda: files.write_result(result))
     say(
         f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
         f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"
     )
     return Outcome("finished", result, model, ctx.rank, ctx.size)
-
-
-def _plain(value: Any) -> Any:
-    """An HDF5 attribute as a Python number."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def _horovod_version() -> str:

@@ -1,11 +1,16 @@
-"""The run directory's reads and writes for one run (the file contract is hpcdl.rundir)."""
+"""The run directory's reads and writes for one run (the file contract is hpcdl.rundir).
+
+Rank 0 alone calls them (through Ranks.root_decides, so that their errors reach every rank).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
-from hpcdl import rundir
+from hpcdl import checkpoint, rundir
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
 
@@ -46,3 +51,105 @@ def resolve_run_dir(config: TrainConfig, config_path: str | None, override: str 
     if config.run_dir:
         return Path(config.run_dir).resolve()
     return (Path("results") / Path(config_path or "run").stem).resolve()
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands, as its checkpoints record it: epochs done, steps done of the next one
+    and their sums over all ranks (loss, correct, data wait, seconds), the best monitored loss."""
+
+    epoch: int = 0
+    step: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    partial_loss: float = 0.0
+    partial_correct: float = 0.0
+    partial_wait: float = 0.0
+    partial_seconds: float = 0.0
+
+    @property
+    def partial(self) -> list[float]:
+        return [self.partial_loss, self.partial_correct, self.partial_wait, self.partial_seconds]
+
+    def within_epoch(self, step: int, partial: Any) -> Progress:
+        """This progress plus `step` steps of the next epoch whose sums are `partial`."""
+        loss, correct, wait, seconds = partial
+        return dataclasses.replace(
+            self,
+            step=step,
+            partial_loss=loss,
+            partial_correct=correct,
+            partial_wait=wait,
+            partial_seconds=seconds,
+        )
+
+    def finish_epoch(self, epoch: int, monitored: float) -> bool:
+        """Record `epoch` as done; True when its monitored loss is the best so far."""
+        improved = monitored < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = monitored, epoch
+        self.epoch, self.step = epoch, 0
+        self.partial_loss = self.partial_correct = self.partial_wait = self.partial_seconds = 0.0
+        return improved
+
+
+class RunFiles:
+    """One run's directory: config check, restore, metrics, checkpoints, result (rank 0)."""
+
+    def __init__(self, path: Path, config: TrainConfig) -> None:
+        self.path, self.config = path, config
+        self.checkpoints = path / rundir.CHECKPOINTS
+
+    def finished_result(self) -> dict[str, Any] | None:
+        """The result of a finished run in this directory (None if none); refuses another config."""
+        check_run_dir(self.path, self.config)
+        path = self.path / rundir.RESULT
+        return rundir.read_json(path) if path.exists() else None
+
+    def open(self, model: Any, optimizer: Any) -> Progress:
+        """Write the config, clear an old failure, restore the last checkpoint, drop later lines."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        rundir.write_yaml_atomic(
+            self.path / rundir.CONFIG, {**config_to_dict(self.config), "run_dir": str(self.path)}
+        )
+        (self.path / rundir.FAILURE).unlink(missing_ok=True)
+        progress = Progress()
+        if (self.checkpoints / "last.h5").exists():
+            attrs = checkpoint.load(self.checkpoints / "last.h5", model, optimizer)
+            names = {f.name for f in dataclasses.fields(Progress)}
+            progress = Progress(**{k: _plain(v) for k, v in attrs.items() if k in names})
+        rundir.truncate_metrics(self.path, progress.epoch)
+        return progress
+
+    def save_checkpoint(self, name: str, model: Any, optimizer: Any, progress: Progress) -> None:
+        checkpoint.save(self.checkpoints / name, model, optimizer, dataclasses.asdict(progress))
+
+    def load_best(self, model: Any) -> None:
+        checkpoint.load(self.checkpoints / "best.h5", model, None)
+
+    def write_epoch(
+        self, record: dict[str, Any], model: Any, optimizer: Any, progress: Progress, best: bool
+    ) -> None:
+        """The metrics line first, then the checkpoints (resume trims extra lines)."""
+        rundir.append_metrics(self.path, record)
+        if best:
+            self.save_checkpoint("best.h5", model, optimizer, progress)
+        self.save_checkpoint("last.h5", model, optimizer, progress)
+
+    def write_stop(self, reason: str, model: Any, optimizer: Any, progress: Progress) -> None:
+        """A mid-epoch checkpoint and why the run stopped."""
+        self.save_checkpoint("last.h5", model, optimizer, progress)
+        rundir.write_json_atomic(self.path / rundir.FAILURE, {"reason": reason})
+
+    def train_seconds(self) -> float:
+        """Training time over all sessions, from the metrics lines."""
+        records, _ = rundir.read_metrics(self.path)
+        return float(sum(r.get("epoch_seconds", 0.0) for r in records))
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        rundir.write_json_atomic(self.path / rundir.RESULT, result)
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute as a Python number."""
+    return value.item() if hasattr(value, "item") else value
