@@ -9,38 +9,29 @@ The same code runs as a single process or under horovodrun, mpirun or ``srun --m
 - rank 0 alone writes the run directory (see hpcdl.rundir) and a checkpoint after every epoch.
 Started again on the same run directory it resumes after the last checkpoint; a run with a
 result.json is not trained again.
+
+`train` follows Horovod's tensorflow2_keras_mnist.py example; the parts are in hpcdl.training:
+agreement (Ranks), runfiles (RunFiles, Progress), epochs (EpochLoop), results.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import queue
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from hpcdl import rundir
+from hpcdl.config import TrainConfig
+from hpcdl.preempt import StopRequest
+from hpcdl.training.agreement import Ranks
+from hpcdl.training.epochs import EpochLoop, steps_per_epoch
+from hpcdl.training.results import epoch_line, final_line, run_result, start_lines
+from hpcdl.training.runfiles import RunFiles, resolve_run_dir
 
-from hpcdl import __version__, checkpoint, rundir
-from hpcdl.config import TrainConfig, config_to_dict
-from hpcdl.errors import HpcdlError
-from hpcdl.preempt import Stopped, StopRequest, requeue_blocker, requeue_self
-
-STOP_CHECK_STEPS = 10  # steps between the ranks' agreement on a stop request
-PARTIAL_KEYS = ("partial_loss", "partial_correct", "partial_wait", "partial_seconds")
-FRESH_STATE = {
-    "epoch": 0,
-    "step": 0,
-    "best_loss": float("inf"),
-    "best_epoch": 0,
-    **dict.fromkeys(PARTIAL_KEYS, 0.0),
-}
+__all__ = ["Outcome", "resolve_run_dir", "train"]
 
 
 @dataclass
@@ -54,106 +45,6 @@ class Outcome:
     size: int = 1
 
 
-# ---------------------------------------------------------------- helpers
-def shard_batches(
-    n: int, batch: int, rank: int, size: int, seed: int, epoch: int, max_steps: int | None
-) -> list[np.ndarray]:
-    """This rank's index batches for one epoch (same global order on every rank)."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    steps = n // (batch * size)
-    if max_steps:
-        steps = min(steps, max_steps)
-    mine = order[rank::size]
-    return [mine[i * batch : (i + 1) * batch] for i in range(steps)]
-
-
-def prefetch(
-    batches: list[np.ndarray], take: Callable[[np.ndarray], Any], depth: int = 2
-) -> Iterator[tuple[Any, float]]:
-    """Yield (take(batch), seconds waited for it) with `depth` batches prepared in a thread."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work():
-        try:
-            for idx in batches:
-                if stop.is_set():
-                    return
-                q.put((take(idx), None))
-        except BaseException as err:  # surfaces in the training thread
-            q.put((None, err))
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        for _ in batches:
-            t0 = time.perf_counter()
-            item, err = q.get()
-            if err is not None:
-                raise err
-            yield item, time.perf_counter() - t0
-    finally:
-        stop.set()
-
-
-def classification_summary(confusion: np.ndarray) -> dict[str, Any]:
-    """Overall accuracy, average (per-class) accuracy and Cohen's kappa from a confusion matrix."""
-    total = confusion.sum()
-    support = confusion.sum(axis=1)
-    per_class = np.divide(
-        np.diag(confusion), support, out=np.full(len(support), np.nan), where=support > 0
-    )
-    overall = float(np.trace(confusion) / total) if total else float("nan")
-    expected = float((support * confusion.sum(axis=0)).sum() / total**2) if total else float("nan")
-    kappa = (overall - expected) / (1 - expected) if expected < 1 else float("nan")
-    return {
-        "overall_accuracy": overall,
-        "average_accuracy": float(np.nanmean(per_class)),
-        "kappa": float(kappa),
-        "per_class_accuracy": [None if math.isnan(v) else float(v) for v in per_class],
-        "confusion_matrix": confusion.astype(int).tolist(),
-    }
-
-
-def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else key)
-            if diff:
-                return diff
-        return None
-    return None if old == new else f"{path}: {old!r} -> {new!r}"
-
-
-def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    """A run directory belongs to one config: refuse to resume a different one in it."""
-    stored = run_dir / rundir.CONFIG
-    if not stored.exists():
-        return
-    import yaml
-
-    old = yaml.safe_load(stored.read_text()) or {}
-    new = config_to_dict(config)
-    old.pop("run_dir", None)
-    new.pop("run_dir", None)
-    diff = _first_difference(old, new)
-    if diff:
-        raise HpcdlError(
-            f"{run_dir} holds a run with a different config ({diff}); "
-            "use another --run-dir or delete that folder"
-        )
-
-
-def resolve_run_dir(config: TrainConfig, config_path: str | None, override: str | None) -> Path:
-    """--run-dir, else the config's run_dir, else results/<config file stem>."""
-    if override:
-        return Path(override).resolve()
-    if config.run_dir:
-        return Path(config.run_dir).resolve()
-    return (Path("results") / Path(config_path or "run").stem).resolve()
-
-
-# ---------------------------------------------------------------- the run
 def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] = print) -> Outcome:
     """Train `config` into `run_dir` on however many Horovod ranks this process belongs to."""
     from hpcdl import distributed
@@ -161,308 +52,52 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     from hpcdl.models import build_model
     from hpcdl.schedules import make_optimizer, make_schedule
 
-    started = time.time()
-    run_dir = Path(run_dir).resolve()
-    ts = config.train
-    ctx = distributed.init(ts.threads, ts.deterministic)
-    tf, hvd = ctx.tf, ctx.hvd
+    started, ts = time.time(), config.train
+    files = RunFiles(Path(run_dir).resolve(), config)
+    ctx = distributed.init(ts.threads, ts.deterministic)  # 1. Horovod; a GPU (or threads) each
+    tf, ranks = ctx.tf, Ranks(ctx)
     say = log if ctx.is_root else (lambda _msg: None)
-
-    def agree(step: Callable[[], Any]) -> Any:
-        """Run `step` on rank 0 and share its value or its error, so no rank waits forever."""
-        value, error = None, None
-        if ctx.is_root:
-            try:
-                value = step()
-            except HpcdlError as err:
-                error = str(err)
-        value, error = (
-            hvd.broadcast_object((value, error), root_rank=0) if ctx.size > 1 else (value, error)
-        )
-        if error:
-            raise HpcdlError(error)
-        return value
-
-    def finished_result():
-        check_run_dir(run_dir, config)
-        path = run_dir / rundir.RESULT
-        return rundir.read_json(path) if path.exists() else None
-
-    done = agree(finished_result)
+    done = ranks.root_decides(files.finished_result)
     if done is not None:
-        say(f"{run_dir}: already finished (result.json present); not training again")
+        say(f"{files.path}: already finished (result.json present); not training again")
         return Outcome("already_finished", done, None, ctx.rank, ctx.size)
 
-    # everything that can be wrong with the config fails here, before anything is written
+    # 2.-4.: everything that can be wrong with the config fails here, before anything is written
     tf.keras.utils.set_random_seed(ts.seed)
-    data = prepare(config.data)
-    model = build_model(config.model, data.input_shape, data.n_classes)
-    steps = len(
-        shard_batches(len(data.train), ts.batch_size, 0, ctx.size, ts.seed, 0, ts.steps_per_epoch)
-    )
-    if steps == 0:
-        raise HpcdlError(
-            f"train.batch_size: {ts.batch_size} x {ctx.size} rank(s) is more than the "
-            f"{len(data.train)} training samples"
-        )
-    schedule = make_schedule(tf, ts, ctx.size, steps)
+    data = prepare(config.data)  # 2. every rank loads it all and trains on its shard
+    model = build_model(config.model, data.input_shape, data.n_classes)  # 3.
+    steps = steps_per_epoch(len(data.train), ts, ctx.size)
+    schedule = make_schedule(tf, ts, ctx.size, steps)  # 4. lr x ranks, warm-up, decay
     optimizer = make_optimizer(tf, ts, schedule)
     optimizer.build(model.trainable_variables)
 
-    ckpt_dir = run_dir / rundir.CHECKPOINTS
+    progress = ranks.root_decides(lambda: files.open(model, optimizer))  # 5. rank 0 restores,
+    ranks.broadcast_from_root(model.variables, optimizer.variables)  # every rank starts alike
+    for line in start_lines(
+        files.path, progress, config, data, ctx.size, steps, model.count_params()
+    ):
+        say(line)
 
-    def open_run_dir():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_yaml_atomic(
-            run_dir / rundir.CONFIG, {**config_to_dict(config), "run_dir": str(run_dir)}
-        )
-        (run_dir / rundir.FAILURE).unlink(missing_ok=True)
-        state = dict(FRESH_STATE)
-        if (ckpt_dir / "last.h5").exists():
-            attrs = checkpoint.load(ckpt_dir / "last.h5", model, optimizer)
-            state.update({k: _plain(v) for k, v in attrs.items() if k in state})
-        rundir.truncate_metrics(run_dir, state["epoch"])
-        return state
-
-    state = agree(open_run_dir)
-    hvd.broadcast_variables(model.variables, root_rank=0)
-    hvd.broadcast_variables(optimizer.variables, root_rank=0)
-    if state["epoch"] or state["step"]:
-        within = f", step {state['step']} of epoch {state['epoch'] + 1}" if state["step"] else ""
-        say(f"resuming {run_dir} after epoch {state['epoch']}{within}")
-    say(
-        f"training {config.model.name} on {config.data.name}: {len(data.train)} train, "
-        f"{len(data.val) if data.val else 0} validation, {len(data.test)} test samples; "
-        f"{ctx.size} rank(s) x batch {ts.batch_size}, {steps} steps/epoch, "
-        f"{model.count_params():,} parameters"
-    )
-
-    n_classes = data.n_classes
-    per_sample_loss = _loss_fn(tf, ts.loss, ts.label_smoothing)
-    tape_wrapper = hvd.DistributedGradientTape if ctx.size > 1 else (lambda tape: tape)
-
-    @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            probs = model(x, training=True)
-            loss = tf.reduce_mean(per_sample_loss(tf.one_hot(y, n_classes), probs))
-            total = loss + tf.add_n(model.losses) if model.losses else loss
-        grads = tape_wrapper(tape).gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
-        return loss * tf.cast(tf.shape(y)[0], tf.float32), correct
-
-    @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
-    def predict_step(x):
-        return model(x, training=False)
-
-    def allsum(values: list[float] | np.ndarray) -> np.ndarray:
-        arr = np.asarray(values, dtype=np.float64)
-        if ctx.size == 1:
-            return arr
-        return hvd.allreduce(tf.constant(arr), op=hvd.Sum).numpy()
-
-    def evaluate(split, with_confusion: bool = False) -> tuple[float, float, np.ndarray | None]:
-        idx = np.arange(len(split))[ctx.rank :: ctx.size]
-        loss_sum, confusion = 0.0, np.zeros((n_classes, n_classes))
-        for start in range(0, len(idx), ts.eval_batch_size):
-            part = idx[start : start + ts.eval_batch_size]
-            probs = predict_step(tf.constant(split.take(part))).numpy()
-            truth = split.labels[part]
-            loss_sum += float(
-                per_sample_loss(np.eye(n_classes, dtype=np.float32)[truth], probs).numpy().sum()
-            )
-            confusion += np.bincount(
-                truth * n_classes + probs.argmax(1), minlength=n_classes**2
-            ).reshape(n_classes, n_classes)
-        sums = allsum([loss_sum, *confusion.ravel()])
-        confusion = sums[1:].reshape(n_classes, n_classes)
-        count = confusion.sum()
-        return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
-
-    def save_checkpoint(name: str, epoch: int, step: int = 0, partial=(0.0, 0.0, 0.0, 0.0)):
-        """epoch: epochs completed; step > 0: that many steps of the next one, whose running
-        sums over all ranks (loss, correct, wait, seconds) are `partial`."""
-        checkpoint.save(
-            ckpt_dir / name,
-            model,
-            optimizer,
-            {
-                "epoch": epoch,
-                "step": step,
-                "best_loss": state["best_loss"],
-                "best_epoch": state["best_epoch"],
-                **dict(zip(PARTIAL_KEYS, partial, strict=True)),
-            },
-        )
-
-    def should_stop(step: int) -> bool:
-        """The same answer on every rank: checked each step on one rank, every
-        STOP_CHECK_STEPS steps across ranks (one tiny allreduce)."""
-        if ctx.size == 1:
-            return stopper.signum is not None
-        if (step + 1) % STOP_CHECK_STEPS:
-            return False
-        flag = tf.constant(1 if stopper.signum is not None else 0)
-        return bool(hvd.allreduce(flag, op=hvd.Max).numpy())
-
-    def stop_now(epoch: int, step: int, partial: np.ndarray) -> None:
-        """Checkpoint mid-epoch, record why, ask to be requeued, and leave (all ranks)."""
-        signame = stopper.name or "a signal"
-        reason = (
-            f"stopped by {signame} at epoch {epoch} step {step}/{len(batches)}; checkpoint written"
-        )
-
-        def write():
-            blocker = requeue_blocker()
-            if stopper.signum == signal.SIGUSR1 and blocker:
-                return None  # only a warning, and no requeue to gain from stopping early
-            save_checkpoint("last.h5", epoch - 1, step, tuple(partial))
-            rundir.write_json_atomic(run_dir / rundir.FAILURE, {"reason": reason + "; requeueing"})
-            return requeue_self()
-
-        note = agree(write)
-        if note is None:
-            stopper.ignore(signal.SIGUSR1)
-            say(
-                f"time-limit warning at epoch {epoch} step {step}: {requeue_blocker()}; "
-                "training on, a checkpoint follows at the limit"
-            )
-            return
-        say(f"{reason}; {note}")
-        raise Stopped(f"{reason}; {note}")
-
-    def write_epoch(record: dict[str, Any], epoch: int, improved: bool) -> None:
-        """Rank 0: the metrics line first, then the checkpoints (resume trims extra lines)."""
-        rundir.append_metrics(run_dir, record)
-        if improved and ts.keep == "best":
-            save_checkpoint("best.h5", epoch)
-        save_checkpoint("last.h5", epoch)
-
+    loop = EpochLoop(tf, ranks, data, ts, model, optimizer, schedule, files, say)
     stopper = StopRequest().install()
-    with rundir.failure_recorded(run_dir, enabled=ctx.is_root):
-        for epoch in range(state["epoch"] + 1, ts.epochs + 1):
-            t0 = time.perf_counter()
-            batches = shard_batches(
-                len(data.train),
-                ts.batch_size,
-                ctx.rank,
-                ctx.size,
-                ts.seed,
-                epoch,
-                ts.steps_per_epoch,
+    with rundir.failure_recorded(files.path, enabled=ctx.is_root):
+        for epoch in range(progress.epoch + 1, ts.epochs + 1):  # 6. epochs
+            record = loop.run(epoch, progress, stopper)  # averaged gradients, sums over ranks
+            best = progress.finish_epoch(epoch, record.get("val_loss", record["loss"]))
+            keep = best and ts.keep == "best"
+            ranks.root_decides(
+                functools.partial(files.write_epoch, record, model, optimizer, progress, keep)
             )
-            # a resumed epoch skips the steps done before the stop; rank 0 carries their sums
-            first = state["step"] if epoch == state["epoch"] + 1 else 0
-            carried = [state[k] for k in PARTIAL_KEYS] if first and ctx.is_root else [0.0] * 4
-            sums, waited = [], 0.0
-            feed = prefetch(
-                batches[first:], lambda idx: (data.train.take(idx), data.train.labels[idx])
-            )
-            for step, ((x, y), wait) in enumerate(feed, start=first):
-                waited += wait
-                sums.append(train_step(tf.constant(x), tf.constant(y)))
-                if step + 1 < len(batches) and should_stop(step):
-                    done = [float(np.sum([s[i] for s in sums])) for i in (0, 1)]
-                    seconds = time.perf_counter() - t0
-                    partial = allsum(np.add(carried, [*done, waited, seconds / ctx.size]))
-                    stop_now(epoch, step + 1, partial)
-            loss_sum, correct = (float(np.sum([s[i] for s in sums])) for i in (0, 1))
-            total = allsum([loss_sum + carried[0], correct + carried[1], waited + carried[2]])
-            count = len(batches) * ts.batch_size * ctx.size  # full batches, equal on all ranks
-            train_seconds = time.perf_counter() - t0 + carried[3]
-            record = {"epoch": epoch, "loss": total[0] / count, "accuracy": total[1] / count}
-            if data.val is not None:
-                record["val_loss"], record["val_accuracy"], _ = evaluate(data.val)
-            epoch_seconds = time.perf_counter() - t0 + carried[3]
-            record.update(
-                {
-                    "lr": float(schedule(optimizer.iterations)),
-                    "epoch_seconds": epoch_seconds,
-                    "samples_per_second": count / train_seconds,
-                    "data_wait_seconds": total[2] / ctx.size,
-                    "steps": len(batches),
-                    "ranks": ctx.size,
-                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                }
-            )
-            # a diverged run stops before its checkpoint replaces the last good one
-            if not math.isfinite(record["loss"]):
-                raise HpcdlError(
-                    f"loss became {record['loss']} at epoch {epoch}; lower train.lr "
-                    "or check the data"
-                )
-            monitored = record.get("val_loss", record["loss"])
-            improved = monitored < state["best_loss"]
-            if improved:
-                state["best_loss"], state["best_epoch"] = monitored, epoch
-
-            agree(functools.partial(write_epoch, record, epoch, improved))
-            say(_epoch_line(record, ts.epochs))
-
-        if ts.keep == "best" and state["best_epoch"]:
+            say(epoch_line(record, ts.epochs))
+        if ts.keep == "best" and progress.best_epoch:  # the kept weights, on every rank
             if ctx.is_root:
-                checkpoint.load(ckpt_dir / "best.h5", model, None)
-            hvd.broadcast_variables(model.variables, root_rank=0)
-        test_loss, test_acc, confusion = evaluate(data.test, with_confusion=True)
-        records, _ = rundir.read_metrics(run_dir) if ctx.is_root else ([], [])
-        result = {
-            "status": "finished",
-            "model": config.model.name,
-            "data": config.data.name,
-            "test_loss": test_loss,
-            "test_accuracy": test_acc,
-            **classification_summary(confusion),
-            "epochs": ts.epochs,
-            "kept": ts.keep,
-            "kept_epoch": state["best_epoch"] if ts.keep == "best" else ts.epochs,
-            "best_epoch": state["best_epoch"],
-            "best_monitored_loss": state["best_loss"],
-            "params": int(model.count_params()),
-            "ranks": ctx.size,
-            "train_samples": len(data.train),
-            "val_samples": len(data.val) if data.val else 0,
-            "test_samples": len(data.test),
-            "train_seconds": float(sum(r.get("epoch_seconds", 0.0) for r in records)),
-            "wall_seconds_last_session": time.time() - started,
-            "versions": {
-                "hpcdl": __version__,
-                "tensorflow": tf.__version__,
-                "horovod": _horovod_version(),
-            },
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        agree(lambda: rundir.write_json_atomic(run_dir / rundir.RESULT, result))
-    say(
-        f"test loss {test_loss:.4f} accuracy {test_acc:.4f} "
-        f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"
-    )
+                files.load_best(model)
+            ranks.broadcast_from_root(model.variables)
+        test = loop.evaluate(data.test, with_confusion=True)  # 7. test (split, then summed)
+        seconds = files.train_seconds() if ctx.is_root else 0.0
+        result = run_result(
+            config, data, model, ctx.size, progress, test, seconds, time.time() - started
+        )
+        ranks.root_decides(lambda: files.write_result(result))
+    say(final_line(result))
     return Outcome("finished", result, model, ctx.rank, ctx.size)
-
-
-def _loss_fn(tf: Any, name: str, smoothing: float) -> Callable[[Any, Any], Any]:
-    """Per-sample loss on one-hot targets and softmax outputs."""
-    if name == "mse":
-        return lambda y, p: tf.reduce_mean(tf.square(tf.cast(y, p.dtype) - p), axis=-1)
-    return lambda y, p: tf.keras.losses.categorical_crossentropy(y, p, label_smoothing=smoothing)
-
-
-def _epoch_line(r: dict[str, Any], epochs: int) -> str:
-    val = (
-        f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_loss" in r else ""
-    )
-    return (
-        f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
-        f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s"
-    )
-
-
-def _plain(value: Any) -> Any:
-    """An HDF5 attribute as a Python number."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _horovod_version() -> str:
-    import horovod
-
-    return horovod.__version__

@@ -8,10 +8,13 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import HELPERS, JOBS, hpcdl, run
+from tests.conftest import HELPERS, JOBS, ROOT, hpcdl, run
 
 MNIST = str(JOBS / "mnist_cnn.yaml")
 IP = str(JOBS / "indian_pines_3dcnn.yaml")
+# the cheapest committed point: 20 steps an epoch, and its lr (inverse_time) does not depend on
+# the number of epochs, so its first epochs are those of a shorter run
+COMMITTED = ROOT / "results" / "indian_pines_baseline" / "f8a4a8d0"
 # a few thousand MNIST images: seconds per epoch on 2 cores
 SMALL_MNIST = ["--set", "data.train_subset=3000", "--set", "data.test_subset=1000"]
 SMALL_IP = [
@@ -301,3 +304,27 @@ def test_time_limit_warning_without_requeue_trains_on(env, tmp_path):
     assert proc.returncode == 0, err
     assert "time-limit warning at epoch 2" in out and "training on" in out
     assert (run_dir / "result.json").exists()
+
+
+@pytest.mark.slow
+def test_rerun_of_a_committed_point_reproduces_its_losses_bit_for_bit(env, tmp_path):
+    """Training code that changes what a run computes shows here, not in next month's results."""
+    committed = [json.loads(x) for x in (COMMITTED / "metrics.jsonl").read_text().splitlines()]
+    run_dir = tmp_path / "rerun"
+    proc = hpcdl(
+        "train",
+        str(COMMITTED / "config.yaml"),
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.threads=2",  # as many as the committed run had (threads: null on 2 cores)
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rerun = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rerun) == 2
+    for new, old in zip(rerun, committed, strict=False):
+        for key in ("epoch", "loss", "accuracy", "lr", "steps", "ranks"):
+            assert new[key] == old[key], (key, new[key], old[key])
