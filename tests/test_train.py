@@ -7,6 +7,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from tests.conftest import HELPERS, JOBS, ROOT, hpcdl, run
 
@@ -31,6 +33,12 @@ SMALL_IP = [
     "--set",
     "train.batch_size=32",
 ]
+
+
+def tb_scalars(folder: Path, tag: str) -> list[tuple[int, float]]:
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(s.step, s.value) for s in events.Scalars(tag)]
 
 
 def weights(run_dir):
@@ -68,6 +76,14 @@ def test_mnist_learns_and_writes_the_run_directory(env, tmp_path):
         assert all(np.isfinite(r[key]) for r in lines), key
     assert lines[-1]["loss"] < lines[0]["loss"]
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.h5").exists()
+    # TensorBoard, read by its own reader: the same curves, and the settings for HParams
+    assert tb_scalars(run_dir / "tb" / "train", "epoch_loss") == [
+        (r["epoch"], pytest.approx(r["loss"], rel=1e-6)) for r in lines
+    ]
+    assert [s for s, _ in tb_scalars(run_dir / "tb" / "validation", "epoch_accuracy")] == [1, 2, 3]
+    hparams = EventAccumulator(str(run_dir / "tb"))
+    hparams.Reload()
+    assert "train.lr" in str(hparams.PluginTagToContent(hparams_metadata.PLUGIN_NAME))
 
 
 @pytest.mark.slow
@@ -120,6 +136,8 @@ def test_killed_run_resumes_to_the_same_end(env, tmp_path):
         for d in (straight, crashed)
     ]
     assert lines[0] == lines[1]
+    # the restart replaced what the crashed attempt left after its last checkpoint
+    assert [s for s, _ in tb_scalars(crashed / "tb" / "train", "epoch_loss")] == [1, 2, 3]
     results = [json.loads((d / "result.json").read_text()) for d in (straight, crashed)]
     assert results[0]["test_loss"] == results[1]["test_loss"]
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hpcdl import checkpoint, rundir
+from hpcdl import checkpoint, rundir, tensorboard
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
 
@@ -130,8 +130,10 @@ class RunFiles:
     def write_epoch(
         self, record: dict[str, Any], model: Any, optimizer: Any, progress: Progress, best: bool
     ) -> None:
-        """The metrics line first, then the checkpoints (resume trims extra lines)."""
+        """The metrics line (and its TensorBoard scalars) first, then the checkpoints (resume
+        trims extra lines)."""
         rundir.append_metrics(self.path, record)
+        tensorboard.log_epoch(self.path, record, self.hparams)
         if best:
             self.save_checkpoint("best.h5", model, optimizer, progress)
         self.save_checkpoint("last.h5", model, optimizer, progress)
@@ -140,6 +142,16 @@ class RunFiles:
         """A mid-epoch checkpoint and why the run stopped."""
         self.save_checkpoint("last.h5", model, optimizer, progress)
         rundir.write_json_atomic(self.path / rundir.FAILURE, {"reason": reason})
+
+    def hparams(self) -> dict[str, Any]:
+        """The run's settings for TensorBoard's HParams dashboard: every scalar of its config,
+        by dotted key (train.lr, model.dropout, ...)."""
+        flat: dict[str, Any] = {}
+        for section, values in config_to_dict(self.config).items():
+            for key, value in (values or {}).items() if isinstance(values, dict) else ():
+                if isinstance(value, (str, int, float, bool)):
+                    flat[f"{section}.{key}"] = value
+        return flat
 
     def train_seconds(self) -> float:
         """Training time over all sessions, from the metrics lines."""
