@@ -14,6 +14,8 @@ import subprocess
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; resume continues
+# scontrol's answer when SLURM itself requeued the job first (after a node failure)
+ALREADY_REQUEUED = "Job is pending execution"
 
 
 class StopRequest:
@@ -75,6 +77,8 @@ def requeue_self() -> str:
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     job = slurm_job_id()
     proc = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if proc.returncode != 0 and ALREADY_REQUEUED in proc.stderr:  # SLURM did (a node failed)
+        return f"SLURM has requeued job {job} already; it continues from this checkpoint"
     if proc.returncode != 0:
         return f"requeue failed ({proc.stderr.strip()}); run `hpcdl resume` to continue"
     return f"requeued job {job} ({restarts + 1}/{limit})"

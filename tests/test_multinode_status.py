@@ -78,3 +78,22 @@ def test_the_summary_and_the_reports_failures_name_the_nodes(tmp_path, monkeypat
     assert list(summary["nodes"]) == ["n[1-2]"] and list(summary["state"]) == ["FAILED"]
     assert list(tables.failures(load(folder, refresh=False))["nodes"]) == ["n[1-2]"]
     assert load_manifest(folder).submissions[0].job_id == "41"
+
+
+def test_a_job_slurm_already_requeued_gets_no_advice_to_resume(tmp_path, monkeypatch):
+    from hpcdl import preempt
+
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for name in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_RESTART_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "41")
+    monkeypatch.setenv("HPCDL_REQUEUE_MAX", "3")
+    fake_command(
+        tmp_path, "scontrol", 'echo "scontrol: error: Job is pending execution" >&2; exit 1'
+    )
+    said = preempt.requeue_self()
+    assert said == "SLURM has requeued job 41 already; it continues from this checkpoint"
+    fake_command(
+        tmp_path, "scontrol", 'echo "scontrol: error: Access/permission denied" >&2; exit 1'
+    )
+    assert "run `hpcdl resume` to continue" in preempt.requeue_self()
