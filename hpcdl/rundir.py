@@ -28,6 +28,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 FAILURE = "failure.json"
+PREDICTIONS = "predictions.npz"  # a scene's labelled pixels: coords, truth, predicted, split
 CHECKPOINTS = "checkpoints"
 
 

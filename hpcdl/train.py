@@ -94,6 +94,8 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
                 files.load_best(model)
             ranks.broadcast_from_root(model.variables)
         test = loop.evaluate(data.test, with_confusion=True)  # 7. test (split, then summed)
+        pixels = loop.scene_predictions(data)  # a scene's classification map, every pixel
+        ranks.root_decides(lambda: files.write_predictions(pixels))
         seconds = files.train_seconds() if ctx.is_root else 0.0
         result = run_result(
             config, data, model, ctx.size, progress, test, seconds, time.time() - started

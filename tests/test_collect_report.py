@@ -181,3 +181,40 @@ def test_waiting_on_a_sweep_with_a_queued_point(sweep):
     local_state(queued, runner=2**22 + 12345)  # the sweep process that ran it is gone
     _manifest, points = wait(sweep, timeout=0.3, out=lines.append)
     assert {p.state for p in points} == {"LOST", "FINISHED"}
+
+
+def test_a_scenes_classification_map_shows_the_best_runs_pixels(sweep):
+    """A run that wrote predictions.npz (training does for scenes such as Indian Pines) gets its
+    map beside the ground truth; runs without one get none."""
+    import numpy as np
+
+    from hpcdl.report.data import load
+    from hpcdl.report.sections import scene_map
+
+    data = load(sweep, refresh=True, out=lambda _m: None)
+    assert scene_map(data, "") == []
+    best = data.summary.sort_values("test_accuracy", ascending=False)["point"].iloc[0]
+    coords = np.array([(r, c) for r in range(4) for c in range(5) if (r + c) % 3])
+    truth = (coords[:, 0] + coords[:, 1]) % 3
+    predicted = truth.copy()
+    predicted[-1] = (predicted[-1] + 1) % 3  # one test pixel wrong
+    split = np.where(np.arange(len(coords)) < 4, 0, 2)
+    np.savez(
+        sweep / best / "predictions.npz",
+        coords=coords,
+        truth=truth,
+        predicted=predicted,
+        split=split,
+        shape=np.array([4, 5]),
+    )
+    (section,) = scene_map(data, "")
+    assert section.title == "Classification map of the best run"
+    assert (
+        f"{(split == 2).sum()} test pixels" in section.text and "4 training pixels" in section.text
+    )
+    maps = [trace for trace in section.figure.data if trace.type == "heatmap"]
+    assert [m.z.shape for m in maps] == [(4, 5), (4, 5)]
+    assert np.isnan(maps[0].z[0, 0]) and maps[0].z[0, 1] == truth[0]  # unlabelled pixel blank
+    assert maps[1].z[tuple(coords[-1])] == predicted[-1]
+    html_path, _ = report([sweep], out=lambda _m: None)
+    assert "Classification map of the best run" in html_path.read_text()

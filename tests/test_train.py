@@ -97,6 +97,18 @@ def test_indian_pines_learns(env, tmp_path):
     # the largest class is 24% of the test pixels; 16 classes
     assert result["overall_accuracy"] > 0.45
     assert result["kappa"] > 0.3
+    # the classification map's data: every labelled pixel once, test predictions as scored
+    with np.load(run_dir / "predictions.npz") as pixels:
+        coords, truth, predicted, split = (
+            pixels[k] for k in ("coords", "truth", "predicted", "split")
+        )
+        assert list(pixels["shape"]) == [145, 145]
+    assert len({(r, c) for r, c in coords}) == len(coords) == 10249  # Indian Pines' labelled pixels
+    assert (split == 0).sum() == result["train_samples"] and (split == 2).sum() == result[
+        "test_samples"
+    ]
+    test = split == 2
+    assert (predicted[test] == truth[test]).mean() == pytest.approx(result["overall_accuracy"])
     matrix = np.array(result["confusion_matrix"])
     assert matrix.shape == (16, 16) and matrix.sum() == result["test_samples"] == 9224
     assert len(result["per_class_accuracy"]) == 16

@@ -21,6 +21,7 @@ class ArraySplit:
     labels: np.ndarray
     offset: Any = 0.0
     scale: Any = 1.0
+    coords: np.ndarray | None = None  # (n, 2) row, col of each sample cut from a scene
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -238,7 +238,7 @@ def prepare(cfg: IndianPinesData) -> Prepared:
 
     def part(idx: np.ndarray):
         if patches is not None:
-            return ArraySplit(patches[idx], labels[idx], offset, scale)
+            return ArraySplit(patches[idx], labels[idx], offset, scale, coords[idx])
         return WindowSplit(padded, coords[idx], labels[idx], cfg.window, offset, scale)
 
     n_classes = int(labels.max()) + 1
@@ -257,6 +257,7 @@ def prepare(cfg: IndianPinesData) -> Prepared:
             "std": scale if cfg.normalize == "global" else None,
             "train_per_class": np.bincount(labels[train], minlength=n_classes).tolist(),
             "test_per_class": np.bincount(labels[test], minlength=n_classes).tolist(),
+            "scene_shape": tuple(int(n) for n in cube.shape[:2]),
             "train_coords": coords[train],
             "test_coords": coords[test],
         },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from hpcdl.report.data import SEED, SweepData, fmt
@@ -274,3 +275,55 @@ def confusion_figure(runs: list[tuple[str, np.ndarray]], names: list[str]) -> go
     fig.update_xaxes(title_text="predicted class", tickangle=-40, automargin=True, type="category")
     size = 260 + 28 * len(names)
     return layout(fig, size, margin={"l": 60, "r": 20, "t": 80 if len(runs) > 1 else 30, "b": 40})
+
+
+def scene_map_figure(pixels: dict[str, np.ndarray], names: list[str]) -> go.Figure:
+    """The scene's ground truth beside a run's predictions for every labelled pixel, one colour
+    per class (unlabelled pixels blank); training pixels are marked on the predictions."""
+    rows, cols = (int(v) for v in pixels["shape"])
+    colours = qualitative.Alphabet
+    scale = [
+        [edge, colours[c % len(colours)]]
+        for c in range(len(names))
+        for edge in (c / len(names), (c + 1) / len(names))
+    ]
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["ground truth", "predicted"], horizontal_spacing=0.04
+    )
+    r, c = pixels["coords"][:, 0], pixels["coords"][:, 1]
+    for col, key in ((1, "truth"), (2, "predicted")):
+        z = np.full((rows, cols), np.nan)
+        z[r, c] = pixels[key]
+        label = np.full((rows, cols), "", dtype=object)
+        label[r, c] = [names[k] if 0 <= k < len(names) else str(k) for k in pixels[key]]
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                customdata=label,
+                colorscale=scale,
+                zmin=-0.5,
+                zmax=len(names) - 0.5,
+                showscale=False,
+                hovertemplate="row %{y}, column %{x}: %{customdata}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+    train = pixels["split"] == 0
+    fig.add_trace(
+        go.Scattergl(
+            x=c[train],
+            y=r[train],
+            mode="markers",
+            marker={"symbol": "x-thin", "size": 4, "line": {"width": 1, "color": "black"}},
+            name="training pixel",
+            hovertemplate="training pixel (row %{y}, column %{x})<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
+    fig.update_yaxes(autorange="reversed", scaleanchor="x2", constrain="domain", row=1, col=2)
+    fig.update_xaxes(constrain="domain", showgrid=False)
+    legend = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.06, "yanchor": "top"}
+    return layout(fig, 520, legend=legend, margin={"l": 40, "r": 20, "t": 40, "b": 40})

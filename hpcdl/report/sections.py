@@ -77,6 +77,30 @@ def confusion(s: SweepData, prefix: str) -> list[Section]:
     ]
 
 
+def scene_map(s: SweepData, prefix: str) -> list[Section]:
+    """For a scene (Indian Pines): the best run's classification map beside the ground truth."""
+    point, result = tables.best_result(s)
+    pixels = tables.scene_pixels(s, point) if point else None
+    if pixels is None:
+        return []
+    count = len(result.get("confusion_matrix") or []) or int(pixels["truth"].max()) + 1
+    test = pixels["split"] == 2
+    right = float((pixels["predicted"][test] == pixels["truth"][test]).mean()) if test.any() else 0
+    name = s.labels.get(point, point)
+    text = (
+        f"best run {name}: every labelled pixel predicted ({int(test.sum())} test pixels, "
+        f"{right:.1%} right); x marks the {int((pixels['split'] == 0).sum())} training pixels"
+    )
+    return [
+        Section(
+            f"{prefix}Classification map of the best run",
+            level=3,
+            text=text,
+            figure=figures.scene_map_figure(pixels, tables.class_names(result, count)),
+        )
+    ]
+
+
 def warnings(s: SweepData, prefix: str) -> list[Section]:
     return [Section(f"warning: {note}", level=0, warning=True) for note in s.notes[:20]]
 
@@ -186,6 +210,7 @@ for _name, _section in [
     ("effects", effects),
     ("curves", curves),
     ("confusion", confusion),
+    ("scene_map", scene_map),
     ("scaling", scaling),
     ("failures", failures),
 ]:

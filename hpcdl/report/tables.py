@@ -203,3 +203,13 @@ def per_class(result: dict) -> pd.DataFrame:
             "accuracy": result["per_class_accuracy"],
         }
     )
+
+
+def scene_pixels(s: SweepData, point: str) -> dict[str, np.ndarray] | None:
+    """A run's predictions.npz (every labelled pixel of its scene), None when it has none."""
+    try:
+        with np.load(s.folder / point / rundir.PREDICTIONS) as found:
+            pixels = {key: found[key] for key in ("coords", "truth", "predicted", "split", "shape")}
+    except (OSError, ValueError, KeyError):
+        return None
+    return pixels

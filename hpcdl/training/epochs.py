@@ -199,6 +199,37 @@ class EpochLoop:
         self.say(f"{reason}; {note}")
         raise Stopped(f"{reason}; {note}")
 
+    def predict_classes(self, split) -> np.ndarray:
+        """The predicted class of every sample of `split`, on every rank (each rank predicts
+        every size-th sample; one sum over the ranks puts them together)."""
+        idx = np.arange(len(split))[self.ranks.rank :: self.ranks.size]
+        mine = np.zeros(len(split))
+        for start in range(0, len(idx), self.settings.eval_batch_size):
+            part = idx[start : start + self.settings.eval_batch_size]
+            probs = self.predict_step(self.tf.constant(split.take(part))).numpy()
+            mine[part] = probs.argmax(1) + 1  # 0: another rank's sample
+        return self.ranks.sum(mine).astype(np.int64) - 1
+
+    def scene_predictions(self, data) -> dict[str, np.ndarray] | None:
+        """For data cut from one scene (pixels with coordinates): every labelled pixel's
+        row, column, true class, predicted class and split (0 train, 1 validation, 2 test), for
+        the classification map; None for other data."""
+        splits = [(0, data.train), (1, data.val), (2, data.test)]
+        splits = [(code, split) for code, split in splits if split is not None and len(split)]
+        if "scene_shape" not in data.info or any(
+            getattr(split, "coords", None) is None for _, split in splits
+        ):
+            return None
+        return {
+            "coords": np.concatenate([split.coords for _, split in splits]).astype(np.int32),
+            "truth": np.concatenate([split.labels for _, split in splits]).astype(np.int16),
+            "predicted": np.concatenate([self.predict_classes(s) for _, s in splits]).astype(
+                np.int16
+            ),
+            "split": np.concatenate([np.full(len(s), code, np.int8) for code, s in splits]),
+            "shape": np.array(data.info["scene_shape"]),
+        }
+
     def evaluate(self, split, with_confusion: bool = False) -> tuple[float, float, Any]:
         """Loss and accuracy on `split` (each rank takes every size-th sample; sums over ranks),
         and the confusion matrix when asked."""

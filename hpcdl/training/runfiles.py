@@ -6,13 +6,17 @@ Rank 0 alone calls them (through Ranks.root_decides, so that their errors reach 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hpcdl import checkpoint, rundir, tensorboard
 from hpcdl.config import TrainConfig, config_to_dict
 from hpcdl.errors import HpcdlError
+from hpcdl.files import write_bytes_atomic
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str | None:
@@ -157,6 +161,13 @@ class RunFiles:
         """Training time over all sessions, from the metrics lines."""
         records, _ = rundir.read_metrics(self.path)
         return float(sum(r.get("epoch_seconds", 0.0) for r in records))
+
+    def write_predictions(self, pixels: dict[str, Any] | None) -> None:
+        """predictions.npz: every labelled pixel's prediction (scenes only; see EpochLoop)."""
+        if pixels is not None:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **pixels)
+            write_bytes_atomic(self.path / rundir.PREDICTIONS, buffer.getvalue())
 
     def write_result(self, result: dict[str, Any]) -> None:
         rundir.write_json_atomic(self.path / rundir.RESULT, result)
