@@ -315,15 +315,30 @@ def scene_map_figure(pixels: dict[str, np.ndarray], names: list[str]) -> go.Figu
             x=c[train],
             y=r[train],
             mode="markers",
-            marker={"symbol": "x-thin", "size": 4, "line": {"width": 1, "color": "black"}},
+            marker={
+                "symbol": "x-thin",
+                "size": 3,
+                "opacity": 0.7,
+                "line": {"width": 1, "color": "black"},
+            },
             name="training pixel",
             hovertemplate="training pixel (row %{y}, column %{x})<extra></extra>",
         ),
         row=1,
         col=2,
     )
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
-    fig.update_yaxes(autorange="reversed", scaleanchor="x2", constrain="domain", row=1, col=2)
-    fig.update_xaxes(constrain="domain", showgrid=False)
+    for col in (1, 2):  # both panels show the whole scene, pixels square, row 0 on top
+        anchor = "x" if col == 1 else "x2"
+        fig.update_xaxes(
+            range=[-0.5, cols - 0.5], constrain="domain", showgrid=False, col=col, row=1
+        )
+        fig.update_yaxes(
+            range=[rows - 0.5, -0.5],
+            scaleanchor=anchor,
+            constrain="domain",
+            showgrid=False,
+            col=col,
+            row=1,
+        )
     legend = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.06, "yanchor": "top"}
     return layout(fig, 520, legend=legend, margin={"l": 40, "r": 20, "t": 40, "b": 40})
