@@ -81,6 +81,7 @@ def point_row(
         vals = [_finite(r.get("val_accuracy")) for r in records]
         vals = [v for v in vals if v is not None]
         row["best_val_accuracy"] = max(vals) if vals else None
+        row["val_accuracy"] = None  # the tested model's (set below from result.json's kept epoch)
         row["train_seconds"] = sum(_finite(r.get("epoch_seconds")) or 0.0 for r in records)
         if any(_finite(r.get("loss")) is None for r in records):
             problems.append(f"{run_dir}: NaN or infinite loss")
@@ -100,6 +101,7 @@ def point_row(
             if key not in row or key in RESULT_OVERRIDES:
                 if isinstance(value, (str, bool)) or _is_number(value):
                     row[key] = value
+        row["val_accuracy"] = tested_val_accuracy(records, result.get("kept_epoch"))
     elif status.state == "FINISHED":
         problems.append(f"{run_dir}: no result.json")
     if record is not None:
@@ -117,6 +119,13 @@ def point_row(
         row["cpu_hours"] = hours * cpus
         row["gpu_hours"] = hours * gpus
     return row, curves, problems
+
+
+def tested_val_accuracy(records: list[dict[str, Any]], kept_epoch: Any) -> float | None:
+    """The validation accuracy of the model that was tested: that of the kept epoch (keep:
+    best), else of the last epoch. What sweeps rank on, so that the test set selects nothing."""
+    chosen = [r for r in records if r.get("epoch") == kept_epoch] or records[-1:]
+    return _finite(chosen[-1].get("val_accuracy")) if chosen else None
 
 
 def collect(sweep: str | Path, out: Callable[[str], None] = print) -> pd.DataFrame:

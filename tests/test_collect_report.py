@@ -218,3 +218,30 @@ def test_a_scenes_classification_map_shows_the_best_runs_pixels(sweep):
     assert maps[1].z[tuple(coords[-1])] == predicted[-1]
     html_path, _ = report([sweep], out=lambda _m: None)
     assert "Classification map of the best run" in html_path.read_text()
+
+
+def test_runs_are_chosen_on_validation_and_the_test_figure_shown_beside(sweep):
+    """Where runs have a validation metric, the report ranks on the tested model's validation
+    accuracy (never the test set) and shows the test accuracy next to it; without one it ranks
+    on test and says that this overstates the result."""
+    from hpcdl.report import tables
+    from hpcdl.report.data import load
+
+    plain = load(sweep, refresh=True, out=lambda _m: None)
+    assert plain.metric == "test_accuracy"
+    assert any("selects on the test set and overstates" in note for note in plain.notes)
+
+    points = point_dirs(sweep)
+    for i, run_dir in enumerate(points):  # validation disagrees with test: reverse order
+        lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        for record in lines:
+            record["val_accuracy"] = 0.5 + 0.01 * i + 0.001 * record["epoch"]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    data = load(sweep, refresh=True, out=lambda _m: None)
+    assert data.metric == "val_accuracy" and not any("overstates" in n for n in data.notes)
+    best = tables.best_runs(data)
+    assert best["id"].iloc[0] == points[-1].name  # the best on validation, not on test
+    assert best["val_accuracy"].iloc[0] == pytest.approx(0.5 + 0.01 * (len(points) - 1) + 0.006)
+    summary = pd.read_csv(sweep / "summary.csv").set_index("point")
+    assert best["test_accuracy"].iloc[0] == summary.loc[points[-1].name, "test_accuracy"]
+    assert list(best.columns[:3]) == ["run", "val_accuracy", "test_accuracy"]

@@ -14,7 +14,10 @@ import pandas as pd
 from hpcdl.errors import HpcdlError
 
 # The metric that ranks runs: the first of these that the sweep has. Change it here only.
-RANK_METRICS = ("test_accuracy", "best_val_accuracy", "final_accuracy")
+# Validation first: hyperparameters are chosen on validation data, the test set is reported for
+# the chosen setting; a sweep without validation data is ranked on test and the report says so.
+RANK_METRICS = ("val_accuracy", "test_accuracy", "final_accuracy")
+SELECTS_ON_TEST = {"test_accuracy"}
 SEED = "hp.train.seed"
 
 
@@ -128,4 +131,11 @@ def load(folder: str | Path, refresh: bool = True, out: Callable[[str], None] = 
         curves = pd.read_csv(folder / "curves.csv")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         curves = pd.DataFrame()
-    return SweepData(manifest.name, folder, summary, curves, notes)
+    data = SweepData(manifest.name, folder, summary, curves, notes)
+    if data.metric in SELECTS_ON_TEST:
+        data.notes.append(
+            f"runs are ranked by {data.metric}: they have no validation metric, so this selects "
+            "on the test set and overstates the result (give the data a validation split, e.g. "
+            "data.validation_split)"
+        )
+    return data

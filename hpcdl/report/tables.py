@@ -12,7 +12,15 @@ from hpcdl.files import tail_lines
 from hpcdl.report.data import SEED, SweepData
 
 TOP = 10
-OTHER_METRICS = ("average_accuracy", "kappa", "test_loss", "epochs_done", "ranks", "train_seconds")
+OTHER_METRICS = (
+    "test_accuracy",
+    "average_accuracy",
+    "kappa",
+    "test_loss",
+    "epochs_done",
+    "ranks",
+    "train_seconds",
+)
 # Class names where the data set has them (Indian Pines' ground truth classes 1..16, in order).
 CLASS_NAMES = {
     "indian_pines": [
