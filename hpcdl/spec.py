@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,8 +33,34 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hpcdl.config import format_validation_error, read_yaml, set_path
 from hpcdl.errors import HpcdlError
 
-_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
-_MEM = re.compile(r"^\d+(?:\.\d+)?[KMGT]?B?$", re.IGNORECASE)
+_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?")
+_MEM = re.compile(r"\d+(?:\.\d+)?[KMGT]?B?", re.IGNORECASE)
+SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what `export NAME=...` accepts
+# fields written into #SBATCH / #PBS lines as they are: one word each, no line breaks
+DIRECTIVE_WORDS = ("partition", "account", "qos", "constraint", "gres")
+
+
+def control_character(text: str) -> str | None:
+    """The first line break or control character in `text` (None when there is none): one of
+    them in a directive ends the scheduler's header early and starts a shell command."""
+    for char in text:
+        if unicodedata.category(char) == "Cc" or char in "\u2028\u2029":
+            return char
+    return None
+
+
+def check_directive(value: str, one_word: bool = True) -> str:
+    """A value that goes into a scheduler directive line as it is: printable, on one line,
+    and (for `one_word`) without spaces. Raises ValueError saying what is wrong."""
+    char = control_character(value)
+    if char is not None:
+        raise ValueError(
+            f"{value!r} contains {char!r}: a scheduler directive must be one line of "
+            "printable characters"
+        )
+    if one_word and (not value or any(c.isspace() for c in value)):
+        raise ValueError(f"{value!r}: expected one word without spaces")
+    return value
 
 
 class _Strict(BaseModel):
@@ -42,7 +69,7 @@ class _Strict(BaseModel):
 
 def time_to_seconds(text: str) -> int:
     """SLURM time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
-    m = _TIME.match(text.strip())
+    m = _TIME.fullmatch(text)
     if not m:
         raise ValueError(f"time {text!r}: expected HH:MM:SS, MM, or D-HH:MM:SS")
     days, a, b, c = m.groups()
@@ -91,9 +118,23 @@ class Resources(_Strict):
     @field_validator("mem")
     @classmethod
     def _mem(cls, v: str | None) -> str | None:
-        if v is not None and not _MEM.match(v):
+        if v is not None and not _MEM.fullmatch(v):
             raise ValueError(f"mem {v!r}: expected a size such as 4000M or 16G")
         return v
+
+    @field_validator(*DIRECTIVE_WORDS)
+    @classmethod
+    def _one_word(cls, v: str | None) -> str | None:
+        return None if v is None else check_directive(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _directives(cls, extra: list[str]) -> list[str]:
+        for item in extra:
+            check_directive(item, one_word=False)
+            if not item.startswith("-"):
+                raise ValueError(f"{item!r}: expected a scheduler option such as --mail-type=END")
+        return extra
 
     @model_validator(mode="after")
     def _one_rank_per_gpu(self) -> Resources:
@@ -180,6 +221,27 @@ class SweepSpec(_Strict):
     env: dict[str, str] = {}
     collect: bool = True
 
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not SHELL_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r}: expected a shell variable name (letters, digits and _, "
+                    "not starting with a digit)"
+                )
+            if "\0" in value:
+                raise ValueError(f"{name}: {value!r} contains a NUL byte, which no shell holds")
+        return env
+
+    @field_validator("results_dir")
+    @classmethod
+    def _results_dir(cls, v: str) -> str:
+        char = control_character(v)
+        if char is not None:
+            raise ValueError(f"{v!r} contains {char!r}: the folder lands in job directives")
+        return v
+
     @field_validator("grid")
     @classmethod
     def _grid_values(cls, grid: dict[str, GridValues]) -> dict[str, GridValues]:
@@ -216,9 +278,18 @@ class SweepSpec(_Strict):
         return self
 
 
+def _read_yaml(path: str | Path) -> Any:
+    """read_yaml, with a one-line error also for what PyYAML or the path itself rejects
+    (an impossible date such as 2026-02-30, a NUL byte in a path, nesting too deep)."""
+    try:
+        return read_yaml(path)
+    except (ValueError, RecursionError) as err:
+        raise HpcdlError(f"{path}: cannot read ({' '.join(str(err).split())})") from None
+
+
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
     """Read and validate a sweep spec; returns it with the base training config it refers to."""
-    raw = read_yaml(path)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise HpcdlError(f"{path}: expected a mapping (name, base or config, grid, resources, ...)")
     try:
@@ -227,11 +298,13 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         raise HpcdlError(format_validation_error(err, str(path))) from None
     template = spec.scheduler.template
     if template is not None:  # relative to the spec, like `config`
+        if "\0" in template:
+            raise HpcdlError(f"{path}: scheduler.template: {template!r} contains a NUL byte")
         spec.scheduler.template = str((Path(path).parent / Path(template).expanduser()).resolve())
         if not Path(spec.scheduler.template).is_file():
             raise HpcdlError(f"{path}: scheduler.template: no file {spec.scheduler.template}")
     if spec.config is not None:
-        base = read_yaml(Path(path).parent / spec.config)
+        base = _read_yaml(Path(path).parent / spec.config)
         if not isinstance(base, dict):
             raise HpcdlError(f"{path}: config {spec.config!r} is not a training config mapping")
     else:
