@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import shlex
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -36,6 +37,8 @@ from hpcdl.errors import HpcdlError
 _TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?")
 _MEM = re.compile(r"\d+(?:\.\d+)?[KMGT]?B?", re.IGNORECASE)
 SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what `export NAME=...` accepts
+MAX_RANGE_VALUES = 10_000  # values one grid range may expand to
+MAX_POINTS = 100_000  # points one sweep may have
 # fields written into #SBATCH / #PBS lines as they are: one word each, no line breaks
 DIRECTIVE_WORDS = ("partition", "account", "qos", "constraint", "gres")
 
@@ -177,6 +180,14 @@ class RangeSpec(_Strict):
     def values(self) -> list[float]:
         if (self.step is None) == (self.num is None):
             raise ValueError("a range needs exactly one of step or num")
+        bounds = (self.start, self.stop, self.step if self.step is not None else 1.0)
+        if not all(math.isfinite(x) for x in bounds):
+            raise ValueError(
+                f"range {self.start}..{self.stop}: start, stop and step must be finite"
+            )
+        count = self.num if self.num is not None else self._step_count()
+        if count > MAX_RANGE_VALUES:
+            raise ValueError(f"a range of {count} values: at most {MAX_RANGE_VALUES}")
         if self.num is not None:
             if self.num == 1:
                 return [self.start]
@@ -192,10 +203,15 @@ class RangeSpec(_Strict):
                 float(f"{self.start + (self.stop - self.start) * i / (self.num - 1):.10g}")
                 for i in range(self.num)
             ]
-        if self.step == 0 or (self.stop - self.start) / self.step < 0:
-            raise ValueError("step must move from start towards stop")
-        count = int(math.floor((self.stop - self.start) / self.step + 1e-9)) + 1
         return [float(f"{self.start + i * self.step:.10g}") for i in range(count)]
+
+    def _step_count(self) -> int:
+        steps = (self.stop - self.start) / self.step if self.step else -1.0
+        if steps < 0:
+            raise ValueError("step must move from start towards stop")
+        if not math.isfinite(steps) or steps > MAX_RANGE_VALUES:
+            raise ValueError(f"step {self.step}: more than {MAX_RANGE_VALUES} values")
+        return int(math.floor(steps + 1e-9)) + 1
 
 
 GridValues = list[Any] | RangeSpec
@@ -246,7 +262,10 @@ class SweepSpec(_Strict):
     @classmethod
     def _grid_values(cls, grid: dict[str, GridValues]) -> dict[str, GridValues]:
         for key, values in grid.items():
-            expanded = values.values() if isinstance(values, RangeSpec) else values
+            try:
+                expanded = values.values() if isinstance(values, RangeSpec) else values
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
             if not expanded:
                 raise ValueError(f"grid key {key!r} has no values")
         return grid
@@ -275,14 +294,44 @@ class SweepSpec(_Strict):
             raise ValueError("train.seed is varied by both seeds and the grid")
         if self.backend == "local" and self.resources.nodes > 1:
             raise ValueError("resources.nodes > 1 needs a cluster backend (slurm or pbs)")
+        if self.point_count() > MAX_POINTS:
+            raise ValueError(f"the grid has {self.point_count()} points: at most {MAX_POINTS}")
+        return self
+
+    def point_count(self) -> int:
+        """How many points the grid, zip, include and seeds make (before exclude)."""
+        sizes = [
+            len(v.values()) if isinstance(v, RangeSpec) else len(v) for v in self.grid.values()
+        ]
+        sizes += [len(next(iter(group.values()), [])) for group in self.zip]
+        combos = math.prod(sizes) if sizes else (0 if self.include else 1)
+        return (combos + len(self.include)) * (len(self.seeds) if self.seeds is not None else 1)
+
+    @model_validator(mode="after")
+    def _sbatch_words(self) -> SweepSpec:
+        """sbatch splits #SBATCH lines at spaces outside quotes: one option per extra item."""
+        if self.backend != "slurm":
+            return self
+        for item in self.resources.extra:
+            try:
+                words = shlex.split(item)
+            except ValueError:
+                words = []
+            if len(words) != 1:
+                raise ValueError(
+                    f"resources.extra: {item!r} is not one #SBATCH option; quote a value with "
+                    'spaces (--comment="two words")'
+                )
         return self
 
 
 def _read_yaml(path: str | Path) -> Any:
     """read_yaml, with a one-line error also for what PyYAML or the path itself rejects
-    (an impossible date such as 2026-02-30, a NUL byte in a path, nesting too deep)."""
+    (control characters, an impossible date such as 2026-02-30, a NUL byte in a path)."""
     try:
         return read_yaml(path)
+    except HpcdlError as err:  # PyYAML's reader errors span lines
+        raise HpcdlError(" ".join(str(err).split())) from None
     except (ValueError, RecursionError) as err:
         raise HpcdlError(f"{path}: cannot read ({' '.join(str(err).split())})") from None
 

@@ -15,7 +15,7 @@ from hpcdl.backends.pbs import PBS
 from hpcdl.backends.slurm import Slurm
 from hpcdl.errors import HpcdlError
 from hpcdl.spec import Resources, load_spec
-from tests.conftest import ROOT, hpcdl, stderr_lines
+from tests.conftest import ROOT, hpcdl, sbatch_test_only, stderr_lines
 
 BASE = {"model": {"name": "mnist_cnn"}, "data": {"name": "mnist"}, "train": {"epochs": 1}}
 RESULTS = ROOT / "results"
@@ -50,6 +50,7 @@ LINE_BREAK = "gpu\n#SBATCH --partition=other\ntouch /tmp/hpcdl-hardening-marker"
         ("resources.gres", {"resources": {"gres": "gpu:2\u2028x"}}),
         ("resources.extra", {"resources": {"extra": ["--mail-type=END\ntouch x"]}}),
         ("resources.extra", {"resources": {"extra": ["touch x"]}}),
+        ("resources.extra", {"resources": {"extra": ["--comment=two words"]}}),
         ("resources.time", {"resources": {"time": "01:00:00\n"}}),
         ("resources.mem", {"resources": {"mem": "4G\ntouch x"}}),
         ("resources.partition", {"resources": {"partition": "gpu debug"}}),
@@ -88,11 +89,29 @@ def test_directives_are_checked_when_rendered_too(tmp_path):
     job = ScriptJob(
         "array", "s", spaced, "j", Resources(), points_file=spaced / "p", log_dir=spaced
     )
-    for backend in (Slurm(), PBS("pro")):  # Torque: no -o, logs go to qsub's folder
-        with pytest.raises(HpcdlError, match="results_dir: the sweep folder .*my results"):
-            backend.render(job)
-    for backend in (PBS("torque"), Local()):  # the folder is only ever quoted
+    with pytest.raises(HpcdlError, match="results_dir: the sweep's log file .*my results"):
+        PBS("pro").render(job)  # qsub gets the same -o on its command line: no quotes there
+    assert f'#SBATCH --output="{spaced}/slurm-%A_%a.out"' in Slurm().render(job).splitlines()
+    for backend in (PBS("torque"), Local()):  # no -o: the folder is only ever shell-quoted
         assert "exec " in backend.render(job)
+    quoted = tmp_path / 'say "hi"'
+    job = ScriptJob(
+        "array", "s", quoted, "j", Resources(), points_file=quoted / "p", log_dir=quoted
+    )
+    with pytest.raises(HpcdlError, match="results_dir: .* contains '\"'"):
+        Slurm().render(job)
+
+
+@pytest.mark.slurm
+def test_a_sweep_folder_with_spaces_passes_sbatch(slurm_cluster, tmp_path):
+    spaced = tmp_path / "my results"
+    job = ScriptJob(
+        "array", "s", spaced, "j", Resources(), points_file=spaced / "p", log_dir=spaced
+    )
+    script = tmp_path / "job.sh"
+    script.write_text(Slurm().render(job))
+    proc = sbatch_test_only(script)
+    assert proc.returncode == 0 and "to start at" in proc.stderr, proc.stderr
 
 
 def test_accepted_odd_values_keep_the_header_and_export_exactly(tmp_path):
@@ -103,6 +122,7 @@ def test_accepted_odd_values_keep_the_header_and_export_exactly(tmp_path):
             tmp_path,
             resources={"partition": "gpu", "constraint": "[a100|h100]&ib", "extra": ["-m abe"]},
             env={"NOTE": "a\nb; $(touch x) 'q' \"d\" `e`", "_X2": ""},
+            backend="pbs",
         )
     )
     job = ScriptJob(

@@ -191,17 +191,27 @@ def submitting_settings() -> dict[str, str]:
     }
 
 
-def directive_path(path: Path | str) -> str:
-    """A path for a directive (--output=, -o): refused when a directive line cannot carry it
-    as one word (whitespace, line breaks, quotes), naming the setting it comes from."""
+def directive_path(path: Path | str, quote_spaces: bool = False) -> str:
+    """A path for a directive (--output=, -o), refused (naming the setting it comes from) when
+    a directive line cannot carry it: line breaks, quotes, and whitespace unless
+    `quote_spaces` (sbatch reads "double-quoted" values; PBS gets the same value on qsub's
+    command line, where quotes would be part of the name)."""
     text = str(path)
-    bad = next((c for c in text if c.isspace() or c in "\"'" or control_character(c)), None)
+    bad = next(
+        (
+            c
+            for c in text
+            if c in "\"'" or control_character(c) or (c.isspace() and not quote_spaces)
+        ),
+        None,
+    )
     if bad is not None:
         raise HpcdlError(
-            f"results_dir: the sweep folder {text!r} contains {bad!r}, which a scheduler "
-            "directive cannot hold; choose a folder without spaces or quotes"
+            f"results_dir: the sweep's log file {text!r} contains {bad!r}, which a scheduler "
+            f"directive cannot hold; choose a results folder without quotes"
+            + ("" if quote_spaces else " or spaces")
         )
-    return text
+    return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
 def horovod_hosts_expr(nodes_cmd: str, per_node: int) -> str:
