@@ -3,9 +3,16 @@ or copied, damaged manifests (and how sweep.json is written under kill -9)."""
 
 from __future__ import annotations
 
+import json
+import random
+import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -14,8 +21,10 @@ from hpcdl.backends.local import Local
 from hpcdl.backends.pbs import PBS
 from hpcdl.backends.slurm import Slurm
 from hpcdl.errors import HpcdlError
+from hpcdl.manifest import load_manifest
 from hpcdl.spec import Resources, load_spec
 from tests.conftest import ROOT, hpcdl, sbatch_test_only, stderr_lines
+from tests.sweeps import write_spec as write_tiny_spec
 
 BASE = {"model": {"name": "mnist_cnn"}, "data": {"name": "mnist"}, "train": {"epochs": 1}}
 RESULTS = ROOT / "results"
@@ -144,3 +153,193 @@ def test_accepted_odd_values_keep_the_header_and_export_exactly(tmp_path):
     text = Local().render(job).replace("exec ", 'printf %s "$NOTE|$_X2"; exit 0 #', 1)
     out = subprocess.run(["bash", "-c", text, "job", "0"], capture_output=True, text=True)
     assert out.stdout == spec.env["NOTE"] + "|" and not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------- 2. moved and copied folders
+def copy_sweep(name: str, to: Path) -> Path:
+    target = to / name
+    shutil.copytree(RESULTS / name, target)
+    return target
+
+
+def test_committed_results_are_read_where_they_are(tmp_path):
+    """The committed manifests were written in another checkout (absolute paths there): every
+    run directory, script and points file maps into the folder the manifest is in."""
+    for manifest_path in sorted(RESULTS.glob("*/sweep.json")):
+        manifest = load_manifest(manifest_path.parent)
+        folder = manifest_path.parent.resolve()
+        assert manifest.sweep_dir == str(folder)
+        for point in manifest.points:
+            assert point.run_dir == str(folder / point.id)
+            assert Path(point.run_dir, "config.yaml").is_file(), point.run_dir
+        for sub in manifest.submissions:
+            assert Path(sub.script).parent == folder / "jobs"
+
+
+def test_a_damaged_copy_is_reported_as_the_copy_is(tmp_path, env):
+    """Copy a committed sweep, damage one run in the copy: status, collect and report on the
+    copy see the damage, the other runs keep the committed numbers, the original is untouched."""
+    copy = copy_sweep("mnist_grid", tmp_path)
+    committed = pd.read_csv(RESULTS / "mnist_grid" / "summary.csv").set_index("point")
+    damaged = sorted(p.name for p in copy.iterdir() if (p / "result.json").exists())[0]
+    (copy / damaged / "result.json").unlink()
+    (copy / damaged / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\n{"epo')
+
+    status = hpcdl("status", str(copy), env=env)
+    assert status.returncode == 0 and "7 finished" in status.stdout.splitlines()[0]
+    assert damaged in status.stdout
+    assert hpcdl("collect", str(copy), env=env).returncode == 0
+    summary = pd.read_csv(copy / "summary.csv").set_index("point")
+    assert summary.loc[damaged, "state"] != "FINISHED"
+    assert summary.loc[damaged, "epochs_done"] == 1
+    others = summary.index.drop(damaged)
+    assert (summary.loc[others, "state"] == "FINISHED").all()
+    pd.testing.assert_series_equal(
+        summary.loc[others, "test_accuracy"], committed.loc[others, "test_accuracy"]
+    )
+    report = hpcdl("report", str(copy), "--no-collect", env=env)
+    assert report.returncode == 0, report.stderr
+    assert damaged in (copy / "report.md").read_text()
+    assert (RESULTS / "mnist_grid" / damaged / "result.json").exists()
+
+
+def test_a_moved_folder_whose_original_is_gone(tmp_path):
+    """An old manifest made where nothing exists any more, and a new (relative) one after a
+    move: both read from where they are."""
+    copy = copy_sweep("mnist_baseline", tmp_path / "a")
+    raw = json.loads((copy / "sweep.json").read_text())
+    old = raw["sweep_dir"]
+    text = (copy / "sweep.json").read_text().replace(old, "/gone/checkout/results/mnist_baseline")
+    (copy / "sweep.json").write_text(text)
+    manifest = load_manifest(copy)
+    assert all(Path(p.run_dir, "result.json").exists() for p in manifest.points)
+
+    manifest.save()  # the current format: paths relative to the folder
+    stored = json.loads((copy / "sweep.json").read_text())
+    assert all(not Path(p["run_dir"]).is_absolute() for p in stored["points"])
+    assert stored["submissions"][0]["script"] == "jobs/a000.sh"
+    moved = tmp_path / "b" / "elsewhere"
+    moved.parent.mkdir()
+    copy.rename(moved)
+    again = load_manifest(moved)
+    assert [p.run_dir for p in again.points] == [str(moved.resolve() / p.id) for p in again.points]
+    assert again.submissions[0].points_file == str(moved.resolve() / "jobs" / "a000.points")
+
+
+@pytest.mark.slow
+def test_resume_on_a_moved_folder_trains_there(tmp_path, env):
+    """A real local sweep, moved; one run loses its result: resume trains it in the moved
+    folder (the run's config.yaml still names the old place) and recreates nothing there."""
+    spec = write_tiny_spec(tmp_path, "moved", {"train.lr": [0.001]}, "local")
+    made = hpcdl("sweep", str(spec), env=env)
+    assert made.returncode == 0, made.stderr
+    original = tmp_path / "results" / "moved"
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    original.rename(moved)
+    (point,) = [p for p in moved.iterdir() if (p / "result.json").exists()]
+    (point / "result.json").unlink()
+    shutil.rmtree(point / "checkpoints")
+    (point / "metrics.jsonl").unlink()
+    resumed = hpcdl("resume", str(moved), env=env)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (point / "result.json").exists() and not original.exists()
+    assert "1 finished" in hpcdl("status", str(moved), env=env).stdout
+
+
+# ------------------------------------------------------------- 3. damaged manifests
+DAMAGES = {
+    "truncated": lambda text: text[: len(text) // 2],
+    "empty": lambda text: "",
+    "not JSON": lambda text: "sweep: yes\n",
+    "binary": lambda text: "\udcff\x00",
+    "a list": lambda text: "[1, 2]",
+    "no points": lambda text: json.dumps(
+        {k: v for k, v in json.loads(text).items() if k != "points"}
+    ),
+    "a point without id": lambda text: text.replace('"id":', '"ident":', 1),
+    "bad spec": lambda text: text.replace('"nodes": 1', '"nodes": "many"', 1),
+}
+
+
+def damage(folder: Path, how: str) -> None:
+    path = folder / "sweep.json"
+    text = DAMAGES[how](path.read_text())
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGES))
+def test_a_damaged_manifest_is_one_line_naming_the_file(tmp_path, how):
+    folder = copy_sweep("mnist_baseline", tmp_path)
+    damage(folder, how)
+    with pytest.raises(HpcdlError) as info:
+        load_manifest(folder)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{folder / 'sweep.json'}: ")
+
+
+def test_every_command_on_a_damaged_manifest_fails_cleanly(tmp_path, env):
+    folder = copy_sweep("mnist_baseline", tmp_path)
+    damage(folder, "truncated")
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for command in ("status", "collect", "report", "resume", "cancel"):
+        proc = hpcdl(command, str(folder), env=env)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        (line,) = stderr_lines(proc)
+        assert "sweep.json: damaged sweep manifest (invalid JSON" in line, (command, line)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+SAVER = """
+import sys, random
+from hpcdl.manifest import load_manifest, Submission
+manifest = load_manifest(sys.argv[1])
+print("ready", flush=True)
+n = 0
+while True:
+    n += 1
+    count = random.randint(0, 300)  # the file grows and shrinks
+    manifest.submissions = [Submission(f"a{i:03d}", "array", "j", "s") for i in range(count)]
+    manifest.save()
+"""
+
+CLAIMER = """
+import os, sys
+from hpcdl.manifest import load_manifest
+manifest = load_manifest(sys.argv[1])
+print("ready", flush=True)
+while True:
+    os.unlink(manifest.path)
+    manifest.claim()
+"""
+
+
+@pytest.mark.parametrize("program", [SAVER, CLAIMER], ids=["save", "claim"])
+def test_sweep_json_survives_kill_9_at_any_moment(tmp_path, program, env):
+    """A process writes the manifest in a loop and is killed with SIGKILL at random moments:
+    the file is always complete (save) or complete or absent (claim, which removes it first)."""
+    folder = copy_sweep("mnist_grid", tmp_path)
+    good = (folder / "sweep.json").read_bytes()
+    rng = random.Random(12)
+    deadline = time.monotonic() + 6
+    kills = 0
+    while time.monotonic() < deadline:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", program, str(folder)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if program is CLAIMER and not (folder / "sweep.json").exists():
+            (folder / "sweep.json").write_bytes(good)  # killed between unlink and claim
+            continue
+        load_manifest(folder)  # raises if the kill left a partial file
+        for leftover in folder.glob(".sweep.json.*.tmp"):
+            leftover.unlink()  # a killed writer's temporary file, never read
+    assert kills >= 5
