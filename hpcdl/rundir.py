@@ -31,6 +31,7 @@ METRICS = "metrics.jsonl"
 RESULT = "result.json"
 FAILURE = "failure.json"
 CHECKPOINTS = "checkpoints"
+TEXT_FIELDS = {FAILURE: ("reason", "error", "where", "time")}  # what readers print as they are
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -116,6 +117,9 @@ def read_json(path: Path) -> dict[str, Any]:
         raise DamagedFile(f"{path}: nested too deeply") from None
     if not isinstance(value, dict):
         raise DamagedFile(f"{path}: expected a JSON object, got {type(value).__name__}")
+    for key in TEXT_FIELDS.get(path.name, ()):
+        if not isinstance(value.get(key, ""), str):
+            raise DamagedFile(f"{path}: {key} is {type(value[key]).__name__}, expected text")
     return value
 
 

@@ -27,7 +27,7 @@ from hpcdl.errors import HpcdlError
 from hpcdl.grid import expand
 from hpcdl.manifest import load_manifest
 from hpcdl.spec import SweepSpec, load_spec
-from hpcdl.sweep import last_error_line, point_state
+from hpcdl.sweep import last_error_line, point_state, spec_of
 from tests.conftest import ROOT, sbatch_test_only
 
 FAST = settings(  # HPCDL_FUZZ_EXAMPLES=2000 for a longer hunt
@@ -181,6 +181,9 @@ json_lines = st.lists(
     max_size=6,
 ).map(lambda lines: "\n".join(lines).encode())
 file_bytes = st.binary(max_size=300) | json_lines
+failures = st.fixed_dictionaries({}, optional={"reason": values, "error": values}).map(
+    lambda v: json.dumps(v).encode()
+)
 
 
 @FAST
@@ -198,7 +201,7 @@ def test_metrics_reader_keeps_epoch_records_and_reports_the_rest(scratch, data, 
 
 
 @FAST
-@given(data=file_bytes | values.map(lambda v: json.dumps(v).encode()))
+@given(data=file_bytes | values.map(lambda v: json.dumps(v).encode()) | failures)
 def test_json_reader_gives_an_object_or_one_line(scratch, data):
     for name in (rundir.RESULT, rundir.FAILURE):
         try:
@@ -211,7 +214,7 @@ def test_json_reader_gives_an_object_or_one_line(scratch, data):
 @FAST
 @given(
     job_out=file_bytes,
-    failure=file_bytes | values.map(lambda v: json.dumps(v).encode()),
+    failure=file_bytes | values.map(lambda v: json.dumps(v).encode()) | failures,
     result=st.booleans(),
     state=st.sampled_from(["COMPLETED", "FAILED", "TIMEOUT", "RUNNING", "OUT_OF_MEMORY", "X"]),
 )
@@ -294,7 +297,7 @@ def test_manifest_loader_on_damaged_manifests(scratch, manifest_text, where, new
         one_line(err)
         return
     assert all(Path(p.run_dir).is_absolute() for p in manifest.points)
-    SweepSpec.model_validate({**manifest.spec, "base": manifest.base, "config": None})
+    spec_of(manifest)  # what status (cluster backends), cancel and resume read
 
 
 # ------------------------------------------------------------- rendered scripts
