@@ -291,6 +291,19 @@ def test_every_command_on_a_damaged_manifest_fails_cleanly(tmp_path, env):
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
 
 
+def test_settings_checked_outside_a_loader_are_one_line_too(tmp_path, env):
+    """A hand-made manifest (benchmarks/synthetic.py) has no training config in its spec: it
+    collects, but `resume` must validate the spec as a whole, which fails on one line."""
+    from benchmarks.synthetic import make_sweep
+
+    folder = make_sweep(tmp_path, 4, epochs=2, fail_every=2)
+    assert hpcdl("collect", str(folder), env=env).returncode == 0
+    proc = hpcdl("resume", str(folder), env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = stderr_lines(proc)
+    assert "give either base" in line
+
+
 SAVER = """
 import sys, random
 from hpcdl.manifest import load_manifest, Submission
