@@ -176,6 +176,21 @@ def test_committed_results_are_read_where_they_are(tmp_path):
             assert Path(sub.script).parent == folder / "jobs"
 
 
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in RESULTS.glob("*/sweep.json")))
+def test_committed_results_collect_as_committed(tmp_path, name):
+    """Collected again in a copy, each committed sweep gives its committed states and numbers."""
+    from hpcdl.collect import collect
+
+    copy = copy_sweep(name, tmp_path)
+    committed = pd.read_csv(RESULTS / name / "summary.csv").set_index("point")
+    collect(copy, out=lambda _msg: None)
+    again = pd.read_csv(copy / "summary.csv").set_index("point")
+    assert list(again.index) == list(committed.index)
+    for column in ("state", "epochs_done", "test_accuracy", "final_val_accuracy"):
+        if column in committed:
+            pd.testing.assert_series_equal(again[column], committed[column], check_dtype=False)
+
+
 def test_a_damaged_copy_is_reported_as_the_copy_is(tmp_path, env):
     """Copy a committed sweep, damage one run in the copy: status, collect and report on the
     copy see the damage, the other runs keep the committed numbers, the original is untouched."""
