@@ -294,8 +294,9 @@ class SweepSpec(_Strict):
             raise ValueError("train.seed is varied by both seeds and the grid")
         if self.backend == "local" and self.resources.nodes > 1:
             raise ValueError("resources.nodes > 1 needs a cluster backend (slurm or pbs)")
-        if self.point_count() > MAX_POINTS:
-            raise ValueError(f"the grid has {self.point_count()} points: at most {MAX_POINTS}")
+        count = self.point_count()
+        if count > MAX_POINTS:
+            raise ValueError(f"the grid has {count} points: at most {MAX_POINTS}")
         return self
 
     def point_count(self) -> int:
