@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from pydantic import ValidationError
+
 from hpcdl import __version__
 from hpcdl.errors import HpcdlError
 
@@ -220,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HpcdlError as err:
         print(f"hpcdl: error: {err}", file=sys.stderr)
+        return 2
+    except ValidationError as err:  # settings checked outside a loader (e.g. a hand-made file)
+        from hpcdl.config import format_validation_error
+
+        print(f"hpcdl: error: {format_validation_error(err, err.title)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `hpcdl ... | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -24,12 +24,15 @@ from typing import Any
 
 import yaml
 
+from hpcdl.errors import HpcdlError
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 FAILURE = "failure.json"
 PREDICTIONS = "predictions.npz"  # a scene's labelled pixels: coords, truth, predicted, split
 CHECKPOINTS = "checkpoints"
+TEXT_FIELDS = {FAILURE: ("reason", "error", "where", "time")}  # what readers print as they are
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -47,33 +50,78 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
-def _clean(value: Any) -> Any:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash of the machine keeps the new name)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+class DamagedFile(HpcdlError, ValueError):
+    """A run-directory file that exists but cannot be read as what it should be."""
+
+
+def clean(value: Any) -> Any:
     """JSON has no NaN/inf: store them as null so every reader can parse the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [clean(v) for v in value]
     return value
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(_clean(obj), allow_nan=False)
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def json_text(obj: Any) -> str:
+    """How JSON files are written: indented, NaN/inf as null, one final newline."""
+    return json.dumps(clean(obj), indent=2, allow_nan=False) + "\n"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def write_yaml_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, yaml.safe_dump(obj, sort_keys=False))
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file (result.json, failure.json, ...). A file that exists but is not one
+    (truncated, not UTF-8, a list, a folder) raises DamagedFile, a ValueError and HpcdlError."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        value = json.loads(text)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise DamagedFile(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise DamagedFile(f"{path}: not UTF-8 text at byte {err.start}") from None
+    except json.JSONDecodeError as err:
+        raise DamagedFile(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    except RecursionError:
+        raise DamagedFile(f"{path}: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise DamagedFile(f"{path}: expected a JSON object, got {type(value).__name__}")
+    for key in TEXT_FIELDS.get(path.name, ()):
+        if not isinstance(value.get(key, ""), str):
+            raise DamagedFile(f"{path}: {key} is {type(value[key]).__name__}, expected text")
+    return value
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -89,15 +137,29 @@ def read_metrics(run_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     path = Path(run_dir) / METRICS
     if not path.exists():
         return [], []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        return [], [f"{path}: cannot read ({err.strerror})"]
     records, problems = [], []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             problems.append(f"{path}:{n}: unreadable line (truncated write?)")
+            continue
+        if _is_epoch_record(record):
+            records.append(record)
+        else:
+            problems.append(f"{path}:{n}: not an epoch record (a JSON object, integer epoch)")
     return records, problems
+
+
+def _is_epoch_record(record: Any) -> bool:
+    epoch = record.get("epoch", 0) if isinstance(record, dict) else None
+    return isinstance(epoch, int) and not isinstance(epoch, bool)
 
 
 def truncate_metrics(run_dir: Path, last_epoch: int) -> None:

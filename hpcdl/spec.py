@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 import math
 import re
+import shlex
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,8 +35,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hpcdl.config import format_validation_error, read_yaml, set_path
 from hpcdl.errors import HpcdlError
 
-_TIME = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?$")
-_MEM = re.compile(r"^\d+(?:\.\d+)?[KMGT]?B?$", re.IGNORECASE)
+_TIME = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+)(?::(\d+))?")
+_MEM = re.compile(r"\d+(?:\.\d+)?[KMGT]?B?", re.IGNORECASE)
+SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what `export NAME=...` accepts
+MAX_RANGE_VALUES = 10_000  # values one grid range may expand to
+MAX_POINTS = 100_000  # points one sweep may have
+# fields written into #SBATCH / #PBS lines as they are: one word each, no line breaks
+DIRECTIVE_WORDS = ("partition", "account", "qos", "constraint", "gres")
+
+
+def control_character(text: str) -> str | None:
+    """The first line break or control character in `text` (None when there is none): one of
+    them in a directive ends the scheduler's header early and starts a shell command."""
+    for char in text:
+        if unicodedata.category(char) == "Cc" or char in "\u2028\u2029":
+            return char
+    return None
+
+
+def check_directive(value: str, one_word: bool = True) -> str:
+    """A value that goes into a scheduler directive line as it is: printable, on one line,
+    and (for `one_word`) without spaces. Raises ValueError saying what is wrong."""
+    char = control_character(value)
+    if char is not None:
+        raise ValueError(
+            f"{value!r} contains {char!r}: a scheduler directive must be one line of "
+            "printable characters"
+        )
+    if one_word and (not value or any(c.isspace() for c in value)):
+        raise ValueError(f"{value!r}: expected one word without spaces")
+    return value
 
 
 class _Strict(BaseModel):
@@ -43,7 +73,7 @@ class _Strict(BaseModel):
 
 def time_to_seconds(text: str) -> int:
     """SLURM time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
-    m = _TIME.match(text.strip())
+    m = _TIME.fullmatch(text)
     if not m:
         raise ValueError(f"time {text!r}: expected HH:MM:SS, MM, or D-HH:MM:SS")
     days, a, b, c = m.groups()
@@ -92,9 +122,23 @@ class Resources(_Strict):
     @field_validator("mem")
     @classmethod
     def _mem(cls, v: str | None) -> str | None:
-        if v is not None and not _MEM.match(v):
+        if v is not None and not _MEM.fullmatch(v):
             raise ValueError(f"mem {v!r}: expected a size such as 4000M or 16G")
         return v
+
+    @field_validator(*DIRECTIVE_WORDS)
+    @classmethod
+    def _one_word(cls, v: str | None) -> str | None:
+        return None if v is None else check_directive(v)
+
+    @field_validator("extra")
+    @classmethod
+    def _directives(cls, extra: list[str]) -> list[str]:
+        for item in extra:
+            check_directive(item, one_word=False)
+            if not item.startswith("-"):
+                raise ValueError(f"{item!r}: expected a scheduler option such as --mail-type=END")
+        return extra
 
     @model_validator(mode="after")
     def _one_rank_per_gpu(self) -> Resources:
@@ -137,6 +181,14 @@ class RangeSpec(_Strict):
     def values(self) -> list[float]:
         if (self.step is None) == (self.num is None):
             raise ValueError("a range needs exactly one of step or num")
+        bounds = (self.start, self.stop, self.step if self.step is not None else 1.0)
+        if not all(math.isfinite(x) for x in bounds):
+            raise ValueError(
+                f"range {self.start}..{self.stop}: start, stop and step must be finite"
+            )
+        count = self.num if self.num is not None else self._step_count()
+        if count > MAX_RANGE_VALUES:
+            raise ValueError(f"a range of {count} values: at most {MAX_RANGE_VALUES}")
         if self.num is not None:
             if self.num == 1:
                 return [self.start]
@@ -152,10 +204,15 @@ class RangeSpec(_Strict):
                 float(f"{self.start + (self.stop - self.start) * i / (self.num - 1):.10g}")
                 for i in range(self.num)
             ]
-        if self.step == 0 or (self.stop - self.start) / self.step < 0:
-            raise ValueError("step must move from start towards stop")
-        count = int(math.floor((self.stop - self.start) / self.step + 1e-9)) + 1
         return [float(f"{self.start + i * self.step:.10g}") for i in range(count)]
+
+    def _step_count(self) -> int:
+        steps = (self.stop - self.start) / self.step if self.step else -1.0
+        if steps < 0:
+            raise ValueError("step must move from start towards stop")
+        if not math.isfinite(steps) or steps > MAX_RANGE_VALUES:
+            raise ValueError(f"step {self.step}: more than {MAX_RANGE_VALUES} values")
+        return int(math.floor(steps + 1e-9)) + 1
 
 
 GridValues = list[Any] | RangeSpec
@@ -197,11 +254,35 @@ class SweepSpec(_Strict):
     collect: bool = True
     code: str | None = None  # folder with your model / data code, relative to the spec
 
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if not SHELL_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r}: expected a shell variable name (letters, digits and _, "
+                    "not starting with a digit)"
+                )
+            if "\0" in value:
+                raise ValueError(f"{name}: {value!r} contains a NUL byte, which no shell holds")
+        return env
+
+    @field_validator("results_dir")
+    @classmethod
+    def _results_dir(cls, v: str) -> str:
+        char = control_character(v)
+        if char is not None:
+            raise ValueError(f"{v!r} contains {char!r}: the folder lands in job directives")
+        return v
+
     @field_validator("grid")
     @classmethod
     def _grid_values(cls, grid: dict[str, GridValues]) -> dict[str, GridValues]:
         for key, values in grid.items():
-            expanded = values.values() if isinstance(values, RangeSpec) else values
+            try:
+                expanded = values.values() if isinstance(values, RangeSpec) else values
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
             if not expanded:
                 raise ValueError(f"grid key {key!r} has no values")
         return grid
@@ -240,12 +321,52 @@ class SweepSpec(_Strict):
             get_backend(self.backend, self.scheduler).check(self.resources)
         except HpcdlError as err:
             raise ValueError(str(err)) from None
+        count = self.point_count()
+        if count > MAX_POINTS:
+            raise ValueError(f"the grid has {count} points: at most {MAX_POINTS}")
         return self
+
+    def point_count(self) -> int:
+        """How many points the grid, zip, include and seeds make (before exclude)."""
+        sizes = [
+            len(v.values()) if isinstance(v, RangeSpec) else len(v) for v in self.grid.values()
+        ]
+        sizes += [len(next(iter(group.values()), [])) for group in self.zip]
+        combos = math.prod(sizes) if sizes else (0 if self.include else 1)
+        return (combos + len(self.include)) * (len(self.seeds) if self.seeds is not None else 1)
+
+    @model_validator(mode="after")
+    def _sbatch_words(self) -> SweepSpec:
+        """sbatch splits #SBATCH lines at spaces outside quotes: one option per extra item."""
+        if self.backend != "slurm":
+            return self
+        for item in self.resources.extra:
+            try:
+                words = shlex.split(item)
+            except ValueError:
+                words = []
+            if len(words) != 1:
+                raise ValueError(
+                    f"resources.extra: {item!r} is not one #SBATCH option; quote a value with "
+                    'spaces (--comment="two words")'
+                )
+        return self
+
+
+def _read_yaml(path: str | Path) -> Any:
+    """read_yaml, with a one-line error also for what PyYAML or the path itself rejects
+    (control characters, an impossible date such as 2026-02-30, a NUL byte in a path)."""
+    try:
+        return read_yaml(path)
+    except HpcdlError as err:  # PyYAML's reader errors span lines
+        raise HpcdlError(" ".join(str(err).split())) from None
+    except (ValueError, RecursionError) as err:
+        raise HpcdlError(f"{path}: cannot read ({' '.join(str(err).split())})") from None
 
 
 def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
     """Read and validate a sweep spec; returns it with the base training config it refers to."""
-    raw = read_yaml(path)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise HpcdlError(f"{path}: expected a mapping (name, base or config, grid, resources, ...)")
     try:
@@ -254,6 +375,8 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         raise HpcdlError(format_validation_error(err, str(path))) from None
     template = spec.scheduler.template
     if template is not None:  # relative to the spec, like `config`
+        if "\0" in template:
+            raise HpcdlError(f"{path}: scheduler.template: {template!r} contains a NUL byte")
         spec.scheduler.template = str((Path(path).parent / Path(template).expanduser()).resolve())
         if not Path(spec.scheduler.template).is_file():
             raise HpcdlError(f"{path}: scheduler.template: no file {spec.scheduler.template}")
@@ -264,7 +387,7 @@ def load_spec(path: str | Path) -> tuple[SweepSpec, dict[str, Any]]:
         spec.program.workdir = str(workdir)
         return spec, {}
     if spec.config is not None:
-        base = read_yaml(Path(path).parent / spec.config)
+        base = _read_yaml(Path(path).parent / spec.config)
         if not isinstance(base, dict):
             raise HpcdlError(f"{path}: config {spec.config!r} is not a training config mapping")
     else:

@@ -15,7 +15,7 @@ import jinja2
 
 from hpcdl.errors import HpcdlError
 from hpcdl.shell import quote
-from hpcdl.spec import Resources
+from hpcdl.spec import Resources, control_character
 
 calls: list[list[str]] = []  # every scheduler command run by this process (benchmarks read it)
 SCHEDULER_TIMEOUT = 120  # seconds a scheduler command may take before it counts as failed
@@ -119,6 +119,19 @@ class Backend:
     def directives(self, job: ScriptJob) -> list[str]:
         return []
 
+    def checked_directives(self, job: ScriptJob) -> list[str]:
+        """directives(), each one line: a line break would end the scheduler's header early
+        (the directives after it ignored) and run the rest of the line as a command."""
+        lines = self.directives(job)
+        for line in lines:
+            char = control_character(line)
+            if char is not None:
+                raise HpcdlError(
+                    f"job script: directive {line!r} contains {char!r}; "
+                    "a scheduler directive must be one line"
+                )
+        return lines
+
     def launch(self, job: ScriptJob) -> str:
         """The command prefix that starts `ranks` processes ('' for one)."""
         return ""
@@ -155,7 +168,7 @@ class Backend:
                     if job.kind == "collect"
                     else f"array of {job.count} point(s)"
                 ),
-                directives=self.directives(job),
+                directives=self.checked_directives(job),
                 index_expr=self.index_expr,
                 job_id_expr=self.job_id_expr,
                 points_file=job.points_file,
@@ -218,6 +231,29 @@ def submitting_settings() -> dict[str, str]:
         for key, value in sorted(os.environ.items())
         if re.fullmatch(r"HPCDL_[A-Za-z0-9_]+", key) and key not in SCRIPT_SETTINGS
     }
+
+
+def directive_path(path: Path | str, quote_spaces: bool = False) -> str:
+    """A path for a directive (--output=, -o), refused (naming the setting it comes from) when
+    a directive line cannot carry it: line breaks, quotes, and whitespace unless
+    `quote_spaces` (sbatch reads "double-quoted" values; PBS gets the same value on qsub's
+    command line, where quotes would be part of the name)."""
+    text = str(path)
+    bad = next(
+        (
+            c
+            for c in text
+            if c in "\"'" or control_character(c) or (c.isspace() and not quote_spaces)
+        ),
+        None,
+    )
+    if bad is not None:
+        raise HpcdlError(
+            f"results_dir: the sweep's log file {text!r} contains {bad!r}, which a scheduler "
+            f"directive cannot hold; choose a results folder without quotes"
+            + ("" if quote_spaces else " or spaces")
+        )
+    return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
 def horovod_hosts_expr(nodes_cmd: str, per_node: int) -> str:

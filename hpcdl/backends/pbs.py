@@ -19,6 +19,7 @@ from hpcdl.backends.base import (
     JobRecord,
     ScriptJob,
     as_int,
+    directive_path,
     horovod_hosts_expr,
     run_scheduler,
     scheduler_failure,
@@ -226,7 +227,7 @@ class PBS(Backend):
             name = (
                 "collect" if job.kind == "collect" else ("^array_index^" if job.count > 1 else "0")
             )
-            opts.append(["-o", f"{job.log_dir}/{job.job_name}.{name}.out"])
+            opts.append(["-o", directive_path(job.log_dir / f"{job.job_name}.{name}.out")])
         for extra in r.extra:
             opts.append(extra.split(None, 1))
         return opts

@@ -12,6 +12,7 @@ from hpcdl.backends.base import (
     JobRecord,
     ScriptJob,
     as_int,
+    directive_path,
     horovod_hosts_expr,
     run_scheduler,
     scheduler_failure,
@@ -119,7 +120,7 @@ class Slurm(Backend):
                 "--ntasks=1",
                 "--cpus-per-task=1",
                 "--time=00:30:00",
-                f"--output={job.log_dir}/collect-%j.out",
+                f"--output={directive_path(job.log_dir / 'collect-%j.out', quote_spaces=True)}",
             ]
             lines += [
                 f"--{k}={v}"
@@ -134,7 +135,7 @@ class Slurm(Backend):
             f"--ntasks-per-node={r.tasks_per_node}",
             f"--cpus-per-task={r.cpus_per_task}",
             f"--time={r.time}",
-            f"--output={job.log_dir}/slurm-%A_%a.out",
+            f"--output={directive_path(job.log_dir / 'slurm-%A_%a.out', quote_spaces=True)}",
             "--open-mode=append",
         ]
         if job.requeue:  # warn before the time limit; the run checkpoints and requeues itself

@@ -28,4 +28,4 @@ case "${TMPDIR:-}" in
 esac
 echo "== $(date -Is) pbs job ${PBS_JOBID:-${SLURM_JOB_ID:-}} on $(hostname): 4 rank(s)" >> job.out
 # exec: the scheduler's signals (time-limit warning, cancel) reach the training process directly
-exec mpirun -np 4 ${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"} PYTHON -m hpcdl train "$RUN_DIR/config.yaml" >> job.out 2>&1
+exec mpirun -np 4 ${PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"} PYTHON -m hpcdl train "$RUN_DIR/config.yaml" --run-dir "$RUN_DIR" >> job.out 2>&1
