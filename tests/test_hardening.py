@@ -4,6 +4,7 @@ or copied, damaged manifests (and how sweep.json is written under kill -9)."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -25,6 +26,7 @@ from hpcdl.manifest import load_manifest
 from hpcdl.spec import Resources, load_spec
 from tests.conftest import ROOT, hpcdl, sbatch_test_only, stderr_lines
 from tests.sweeps import write_spec as write_tiny_spec
+from tests.test_pbs import fake_command
 
 BASE = {"model": {"name": "mnist_cnn"}, "data": {"name": "mnist"}, "train": {"epochs": 1}}
 RESULTS = ROOT / "results"
@@ -371,3 +373,52 @@ def test_sweep_json_survives_kill_9_at_any_moment(tmp_path, program, env):
         for leftover in folder.glob(".sweep.json.*.tmp"):
             leftover.unlink()  # a killed writer's temporary file, never read
     assert kills >= 5
+
+
+def test_a_submission_left_planned_is_submitted_from_where_the_folder_is_now(tmp_path, monkeypatch):
+    """An interrupted `hpcdl sweep` left its second array planned; the folder is then moved:
+    resume writes that array's script and points file again, naming the moved run directories."""
+    from hpcdl import sweep
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    fake_command(bin_dir, "scontrol", 'echo "MaxArraySize = 1001"')
+    fake_command(bin_dir, "sacct", "true")
+    fake_command(bin_dir, "squeue", "true")
+    calls = tmp_path / "calls"
+    fake_command(  # the first sbatch works, the second fails (as if the submitter died)
+        bin_dir,
+        "sbatch",
+        f'echo "${{@: -1}}" >> {calls}; n=$(wc -l < {calls}); '
+        f'[ "$n" -ge 2 ] && [ -e {calls}.fail ] && '
+        '{ echo "sbatch: error: Socket timed out" >&2; exit 1; }; echo "$n;vm"',
+    )
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "moved",
+                "program": {"command": "true", "workdir": str(tmp_path)},
+                "grid": {"x": [1, 2]},
+                "backend": "slurm",
+                "scheduler": {"max_array_size": 1},
+                "results_dir": str(tmp_path / "results"),
+                "collect": False,
+            }
+        )
+    )
+    Path(f"{calls}.fail").touch()
+    with pytest.raises(HpcdlError, match="Socket timed out"):
+        sweep.create(spec, out=lambda _line: None)
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.move(tmp_path / "results" / "moved", moved)
+    calls.write_text("")
+    Path(f"{calls}.fail").unlink()
+    manifest = load_manifest(moved)
+    sweep.resume(manifest, out=lambda _line: None)
+    script = calls.read_text().split()[0]  # then the point nobody knows of (UNKNOWN) again
+    assert script == str(moved / "jobs" / "a001.sh")
+    assert str(moved / "jobs" / "a001.points") in Path(script).read_text()
+    (run_dir,) = Path(moved / "jobs" / "a001.points").read_text().split()
+    assert Path(run_dir).parent == moved

@@ -57,6 +57,22 @@ def write_point_files(run_dir: Path, point: Point) -> None:
         rundir.write_yaml_atomic(run_dir / rundir.CONFIG, config)
 
 
+def write_array_files(
+    manifest: Manifest,
+    spec: SweepSpec,
+    runner: Backend,
+    job: ScriptJob,
+    script: Path,
+    point_ids: list[str],
+) -> None:
+    """An array's points file (its run directories, one per index) and its job script."""
+    if job.points_file is None:
+        raise ValueError("an array job needs its points file")
+    lines = "".join(manifest.point(pid).run_dir + "\n" for pid in point_ids)
+    rundir.write_text_atomic(job.points_file, lines)
+    rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
+
+
 def submit(
     manifest: Manifest,
     spec: SweepSpec,
@@ -82,10 +98,7 @@ def submit(
         points_file = sweep_dir / "jobs" / f"{token}.points"
         job = script_job(spec, manifest, "array", token, len(chunk), points_file)
         script = sweep_dir / "jobs" / f"{token}.sh"
-        rundir.write_text_atomic(
-            points_file, "".join(manifest.point(pid).run_dir + "\n" for pid in chunk)
-        )
-        rundir.write_text_atomic(script, runner.render(job, spec.scheduler.template, now()))
+        write_array_files(manifest, spec, runner, job, script, chunk)
         sub = Submission(token, "array", job.job_name, str(script), list(chunk), str(points_file))
         manifest.submissions.append(sub)
         planned.append((sub, job))
@@ -141,9 +154,10 @@ def reconcile(manifest: Manifest, runner: Backend, out: Callable[[str], None] = 
         elif sub.kind == "collect":
             sub.state = "dropped"
         else:
-            job = script_job(
-                spec, manifest, "array", sub.token, len(sub.points), Path(sub.points_file or "")
-            )
+            points_file = Path(manifest.sweep_dir) / "jobs" / f"{sub.token}.points"
+            job = script_job(spec, manifest, "array", sub.token, len(sub.points), points_file)
+            # written again: the sweep folder may have moved since (paths inside them)
+            write_array_files(manifest, spec, runner, job, Path(sub.script), sub.points)
             _submit_one(manifest, runner, sub, job, None)
             out(f"submitted {sub.job_name}: job {sub.job_id} (was planned, never submitted)")
         if sub.kind == "array" and sub.job_id:
