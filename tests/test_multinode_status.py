@@ -1,10 +1,14 @@
-"""What status says about multi-node failures (issue 17): a node failure SLURM is requeueing is
-not a failed point, the reason names the rank that failed first, and the table has the nodes.
-sacct/squeue are stand-ins printing what the two-node test cluster printed (a node crash)."""
+"""Points on several nodes (issue 17): a node failure SLURM is requeueing is not a failed point,
+the reason names the rank that failed first, the tables have the nodes, a job SLURM requeued is
+not told to resume, horovodrun is called by its path and refused across nodes. sacct/squeue/
+scontrol are stand-ins printing what the two-node test cluster printed (a node crash)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+import pytest
 
 from hpcdl.backends.slurm import SACCT_FIELDS, Slurm
 from hpcdl.states import last_error_line
@@ -97,3 +101,32 @@ def test_a_job_slurm_already_requeued_gets_no_advice_to_resume(tmp_path, monkeyp
         tmp_path, "scontrol", 'echo "scontrol: error: Access/permission denied" >&2; exit 1'
     )
     assert "run `hpcdl resume` to continue" in preempt.requeue_self()
+
+
+@pytest.mark.parametrize("backend", ["slurm", "pbs", "local"])
+def test_horovodrun_is_called_by_its_path_and_refused_across_nodes(tmp_path, backend):
+    import sys
+
+    import yaml
+
+    from hpcdl import sweep
+    from hpcdl.errors import HpcdlError
+
+    spec = {
+        "name": "hvd",
+        "program": {"command": "true", "workdir": str(tmp_path)},
+        "grid": {"x": [1]},
+        "backend": backend,
+        "resources": {"tasks_per_node": 2},
+        "scheduler": {"launcher": "horovodrun"},
+        "results_dir": str(tmp_path / "results"),
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    planned, _base, points = sweep.plan(path)
+    script = sweep.describe(planned, points, tmp_path / "results" / "hvd")
+    assert f"{Path(sys.executable).with_name('horovodrun')} -np" in script
+    if backend != "local":  # local points have one node
+        path.write_text(yaml.safe_dump({**spec, "resources": {"nodes": 2, "tasks_per_node": 2}}))
+        with pytest.raises(HpcdlError, match="horovodrun starts the ranks of other nodes over ssh"):
+            sweep.plan(path)

@@ -256,6 +256,18 @@ def directive_path(path: Path | str, quote_spaces: bool = False) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
+def horovodrun(job: ScriptJob) -> str:
+    """horovodrun by the path of this environment (it is not on a batch job's PATH unless the
+    environment is activated there); refused across nodes, where it starts ranks over ssh."""
+    if job.resources.nodes > 1:
+        raise HpcdlError(
+            "scheduler.launcher: horovodrun starts the ranks of other nodes over ssh, which "
+            "clusters often forbid; use srun (slurm) or mpirun for points on several nodes"
+        )
+    exe = Path(sys.executable).with_name("horovodrun")
+    return quote(str(exe)) if exe.exists() else "horovodrun"
+
+
 def horovod_hosts_expr(nodes_cmd: str, per_node: int) -> str:
     """Shell that builds horovodrun's -H list (host:slots,...) from a command printing hosts."""
     return f"$({nodes_cmd} | sort -u | sed 's/$/:{per_node}/' | paste -sd, -)"

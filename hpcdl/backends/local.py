@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcdl import rundir
-from hpcdl.backends.base import ArrayTask, Backend, JobRecord, ScriptJob
+from hpcdl.backends.base import ArrayTask, Backend, JobRecord, ScriptJob, horovodrun
 from hpcdl.errors import HpcdlError
 from hpcdl.manifest import now
 from hpcdl.progress import Progress
@@ -97,7 +97,7 @@ class Local(Backend):
             return ""
         if job.launcher == "mpirun":
             return f"mpirun -np {n} --bind-to none "
-        return f"horovodrun -np {n} -H localhost:{n} --gloo "
+        return f"{horovodrun(job)} -np {n} -H localhost:{n} --gloo "
 
     def run(
         self,

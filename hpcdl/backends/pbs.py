@@ -21,6 +21,7 @@ from hpcdl.backends.base import (
     as_int,
     directive_path,
     horovod_hosts_expr,
+    horovodrun,
     run_scheduler,
     scheduler_failure,
 )
@@ -243,7 +244,7 @@ class PBS(Backend):
             raise HpcdlError("scheduler.launcher: srun needs the slurm backend; use mpirun")
         if job.launcher == "horovodrun":
             hosts = horovod_hosts_expr('cat "$PBS_NODEFILE"', r.tasks_per_node or 1)
-            return f"horovodrun -np {r.ranks} -H {hosts} "
+            return f"{horovodrun(job)} -np {r.ranks} -H {hosts} "
         return f'mpirun -np {r.ranks} ${{PBS_NODEFILE:+--hostfile "$PBS_NODEFILE"}} '
 
     def submit(self, script: Path, job: ScriptJob, depend: list[str] | None = None) -> str:

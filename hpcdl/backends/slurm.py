@@ -14,6 +14,7 @@ from hpcdl.backends.base import (
     as_int,
     directive_path,
     horovod_hosts_expr,
+    horovodrun,
     run_scheduler,
     scheduler_failure,
 )
@@ -164,7 +165,7 @@ class Slurm(Backend):
         hosts = horovod_hosts_expr(
             'scontrol show hostnames "$SLURM_JOB_NODELIST"', r.tasks_per_node or 1
         )
-        return f"horovodrun -np $SLURM_NTASKS -H {hosts} "
+        return f"{horovodrun(job)} -np $SLURM_NTASKS -H {hosts} "
 
     def max_array_size(self) -> int:
         out = run_scheduler(["scontrol", "show", "config"], "scontrol show config").stdout
