@@ -101,7 +101,8 @@ def over_seeds(s: SweepData, n: int = 2 * TOP) -> pd.DataFrame:
     if metric is None or SEED not in done or done[SEED].nunique() < 2:
         return pd.DataFrame()
     keys = [c for c in s.varying if c != SEED]
-    extras = [c for c in ("average_accuracy", "kappa") if c in done and done[c].notna().any()]
+    reported = ("test_accuracy", "average_accuracy", "kappa")  # the chosen setting's test figures
+    extras = [c for c in reported if c != metric and c in done and done[c].notna().any()]
     grouped = done.groupby(keys, dropna=False) if keys else done.groupby(lambda _i: "all")
     table = grouped[metric].agg(["count", "mean", "std", "min", "max"])
     table.columns = ["seeds", f"{metric} mean", "std", "min", "max"]
