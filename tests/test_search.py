@@ -4,6 +4,9 @@ with kill -9, resume."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from hpcdl.errors import HpcdlError
 from hpcdl.sweep import plan
 from tests.conftest import hpcdl, stderr_lines
-from tests.sweeps import write_spec
+from tests.sweeps import start_sweep, until, write_spec
 
 SPACE = {
     "train.lr": {"loguniform": [1.0e-4, 1.0e-1]},
@@ -24,6 +27,15 @@ SPACE = {
 
 def search_spec(folder: Path, name: str, search: dict, backend: str = "local", **extra) -> Path:
     return write_spec(folder, name, {}, backend, search=search, **extra)
+
+
+def study_trials(sweep_dir: Path) -> list:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "study.journal")))
+    return optuna.load_study(study_name=sweep_dir.name, storage=storage).trials
 
 
 BAD = [
@@ -40,7 +52,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("space", "message"), BAD, ids=[m for _, m in BAD])
-@pytest.mark.parametrize("method", ["random"])
+@pytest.mark.parametrize("method", ["random", "optuna"])
 def test_bad_spaces_are_rejected_before_anything_is_written(tmp_path, method, space, message):
     spec = search_spec(tmp_path, "bad", {"method": method, "trials": 3, "space": space})
     with pytest.raises(HpcdlError, match=message) as err:
@@ -51,9 +63,12 @@ def test_bad_spaces_are_rejected_before_anything_is_written(tmp_path, method, sp
 
 MISUSE = [
     ({"method": "random", "space": SPACE}, {}, "search.trials: method random needs"),
+    ({"method": "optuna", "trials": 4}, {}, "search.space: method optuna needs"),
     ({"method": "random", "trials": 4, "space": SPACE}, {"grid": {"train.epochs": [1]}}, "grid:"),
+    ({"method": "optuna", "trials": 4, "space": SPACE}, {"seeds": [1, 2]}, "seeds: an optuna"),
     ({"method": "grid", "trials": 4, "space": SPACE}, {}, "method grid varies grid and zip"),
     ({"method": "bayes", "trials": 4, "space": SPACE}, {}, "unknown search method 'bayes'"),
+    ({"method": "optuna", "trials": 4, "space": SPACE, "sampler": "gp"}, {}, "'torch'"),
     (
         {"method": "random", "trials": 4, "space": SPACE, "parallel": 2},
         {"max_concurrent": 3},
@@ -101,3 +116,87 @@ def test_random_search_is_reproducible_from_its_seed(tmp_path):
         assert isinstance(values["model.kernel"], int) and 3 <= values["model.kernel"] <= 5
         assert point.config.train.lr == values["train.lr"]  # the config is the sampled one
         assert point.config.model.dense == values["model.dense"]
+
+
+def test_optuna_slots_are_exactly_trials_and_throttled_to_parallel(tmp_path):
+    search = {"method": "optuna", "trials": 5, "parallel": 2, "space": SPACE}
+    spec, _base, points = plan(search_spec(tmp_path, "slots", search))
+    assert [p.id for p in points] == [f"trial-{i:04d}" for i in range(5)]
+    assert all(p.slot and not p.overrides for p in points)
+    assert spec.max_concurrent == 2
+
+
+def optuna_spec(folder: Path, name: str, trials: int, **search) -> Path:
+    """A tiny MNIST optuna search on this machine; learning rates up to 1 diverge at once."""
+    space = {
+        "train.lr": {"loguniform": [1.0e-5, 1.0]},
+        "model.dense": {"choice": [[64], [128, 128]]},
+    }
+    fixed = search.pop("fixed", {})
+    spec = {"method": "optuna", "trials": trials, "parallel": 2, "seed": 3, "space": space}
+    return search_spec(folder, name, {**spec, **search}, fixed=fixed)
+
+
+@pytest.mark.slow
+def test_local_optuna_search_prunes_and_ends_with_exactly_its_trials(env, tmp_path):
+    spec = optuna_spec(tmp_path, "asha", 6, pruner="asha", fixed={"train.epochs": 10})
+    proc = hpcdl("sweep", str(spec), env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep_dir = tmp_path / "results" / "asha"
+    trials = study_trials(sweep_dir)
+    states = sorted(t.state.name for t in trials)
+    assert len(trials) == 6 and set(states) <= {"COMPLETE", "PRUNED"}, states
+    assert "PRUNED" in states and "COMPLETE" in states, states
+
+    status = hpcdl("status", str(sweep_dir), "--all", "--json", env=env)
+    points = {p["id"]: p for p in json.loads(status.stdout)["points"]}
+    assert sorted(points) == [f"trial-{i:04d}" for i in range(6)]
+    import pandas as pd
+
+    summary = pd.read_csv(sweep_dir / "summary.csv").set_index("trial")
+    for trial in trials:  # each slot ran one trial, with the settings the study gave it
+        row = summary.loc[trial.number]
+        assert row["hp.train.lr"] == pytest.approx(trial.params["train.lr"])
+        assert row["hp.model.dense"] == trial.params["model.dense"]
+        assert points[row["point"]]["state"] == (
+            "PRUNED" if trial.state.name == "PRUNED" else "FINISHED"
+        )
+        if trial.state.name == "PRUNED":
+            last = max(trial.intermediate_values)
+            assert points[row["point"]]["reason"].startswith(f"pruned after epoch {last} ")
+            assert row["state"] == "PRUNED" and row["epochs_done"] < 10
+        else:
+            assert row["state"] == "FINISHED" and row["epochs_done"] == 10
+            assert trial.value == pytest.approx(row["final_val_accuracy"])
+    text = hpcdl("status", str(sweep_dir), env=env).stdout
+    assert "pruned" in text.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_failed_and_resume_completes_the_search(env, tmp_path):
+    spec = optuna_spec(tmp_path, "kill", 3, fixed={"train.epochs": 30})
+    sweep_dir = tmp_path / "results" / "kill"
+    slot = sweep_dir / "trial-0000"
+    runner = start_sweep(spec, env)
+    until(lambda: (slot / "metrics.jsonl").exists(), runner, timeout=300)  # mid-training
+    worker = json.loads((slot / "local.json").read_text())["pid"]
+    killed = json.loads((slot / "trial.json").read_text())["number"]
+    os.kill(worker, signal.SIGKILL)
+    _out, err = runner.communicate(timeout=900)
+    assert runner.returncode == 0, err[-2000:]
+
+    status = hpcdl("status", str(sweep_dir), "--all", env=env)
+    assert "FAILED" in status.stdout and "exit 137" in status.stdout, status.stdout
+    trials = study_trials(sweep_dir)  # the journal is readable, the dead trial failed
+    assert trials[killed].state.name == "FAIL"
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 2
+
+    resumed = hpcdl("resume", str(sweep_dir), env=env, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = study_trials(sweep_dir)
+    assert [t.state.name for t in trials].count("COMPLETE") == 3 and len(trials) == 4
+    now = json.loads((slot / "trial.json").read_text())["number"]
+    assert now != killed and trials[now].state.name == "COMPLETE"
+    assert (sweep_dir / "failed_trials" / f"trial-0000.trial{killed}" / "metrics.jsonl").exists()
+    final = hpcdl("status", str(sweep_dir), env=env)
+    assert final.stdout.splitlines()[0].endswith("3 finished"), final.stdout

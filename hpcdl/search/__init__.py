@@ -2,6 +2,8 @@
 
     grid     the cartesian product of grid and zip (hpcdl.grid.combinations), the default
     random   `trials` points sampled from `space` at planning time, reproducible from `seed`
+    optuna   `trials` slots; each slot's job asks an Optuna study for its point while it runs
+             and prunes it on the metric per epoch (hpcdl.search.worker)
 
 A method is a SearchMethod registered in SEARCH_METHODS, the built-ins as a user's would be;
 a spec may also name a user's `module:attribute` that holds one.
@@ -96,5 +98,19 @@ def _probes(spec: SweepSpec) -> list[dict[str, Any]]:
     return probe_points(spec)
 
 
+def _no_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    return []  # an adaptive method's points are its slots
+
+
+def _check_optuna(spec: SweepSpec, varied: list[str]) -> None:
+    from hpcdl.search.study import check_optuna
+
+    _check_sampled(spec, varied)
+    check_optuna(spec)
+
+
 SEARCH_METHODS.register("grid", SearchMethod(_grid, _check_grid))
 SEARCH_METHODS.register("random", SearchMethod(_random, _check_sampled, probes=_probes))
+SEARCH_METHODS.register(
+    "optuna", SearchMethod(_no_points, _check_optuna, adaptive=True, probes=_probes)
+)

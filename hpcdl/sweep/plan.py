@@ -11,6 +11,7 @@ from hpcdl.backends import get_backend
 from hpcdl.backends.base import Backend, ScriptJob
 from hpcdl.grid import Point, expand
 from hpcdl.manifest import Manifest
+from hpcdl.search import method_of
 from hpcdl.spec import SchedulerOptions, SweepSpec, load_spec
 
 
@@ -61,6 +62,7 @@ def script_job(
         launcher=spec.scheduler.launcher,
         requeue=spec.scheduler.requeue,
         program_workdir=Path(spec.program.workdir) if spec.program else None,
+        trial=method_of(spec).adaptive,
     )
 
 

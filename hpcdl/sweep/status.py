@@ -11,6 +11,9 @@ from hpcdl.errors import HpcdlError
 from hpcdl.grid import overrides_label
 from hpcdl.manifest import Manifest, Submission, load_manifest, now
 from hpcdl.progress import failure_table
+from hpcdl.search import is_adaptive
+from hpcdl.search.slots import point_overrides
+from hpcdl.search.study import settle
 from hpcdl.states import ACTIVE_STATES, PointStatus, count_line, point_state
 from hpcdl.sweep.plan import backend_of
 
@@ -38,7 +41,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
         state, reason = point_state(
             Path(entry.run_dir), sub_index is not None, records.get(entry.id), unconfirmed
         )
-        label = overrides_label(entry.overrides)
+        label = overrides_label(point_overrides(entry))
         out.append(
             PointStatus(
                 entry.id,
@@ -50,6 +53,8 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
                 records.get(entry.id),
             )
         )
+    if is_adaptive(manifest.spec):  # a dead job's trial must not stay RUNNING in the study
+        settle(manifest, out)
     return out
 
 
