@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,8 @@ import pytest
 from hpcdl.errors import HpcdlError
 from hpcdl.sweep import plan
 from tests.conftest import hpcdl, stderr_lines
-from tests.sweeps import start_sweep, until, write_spec
+from tests.sweeps import start_sweep, until, wait_for, write_spec
+from tests.test_resilience import releaser, requeues  # noqa: F401 (releaser: a fixture)
 
 SPACE = {
     "train.lr": {"loguniform": [1.0e-4, 1.0e-1]},
@@ -200,3 +203,69 @@ def test_a_worker_killed_mid_trial_is_failed_and_resume_completes_the_search(env
     assert (sweep_dir / "failed_trials" / f"trial-0000.trial{killed}" / "metrics.jsonl").exists()
     final = hpcdl("status", str(sweep_dir), env=env)
     assert final.stdout.splitlines()[0].endswith("3 finished"), final.stdout
+
+
+def worker_pid(run_dir: Path) -> int:
+    """The pid of the `hpcdl trial` worker of a slot (the SLURM batch script, exec'd)."""
+    ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    (pid,) = [int(x.split()[0]) for x in ps.splitlines() if f"-m hpcdl trial {run_dir} " in x]
+    return pid
+
+
+def training_slots(sweep_dir: Path, count: int) -> list:
+    """`count` slots that run and have logged an epoch: their statuses."""
+    from hpcdl.manifest import load_manifest
+    from hpcdl.sweep import statuses
+
+    deadline = time.monotonic() + 300
+    while True:
+        points = statuses(load_manifest(sweep_dir))
+        busy = [
+            p
+            for p in points
+            if p.state == "RUNNING" and (Path(p.run_dir) / "metrics.jsonl").exists()
+        ]
+        if len(busy) >= count:
+            return busy[:count]
+        assert time.monotonic() < deadline, [(p.id, p.state) for p in points]
+        time.sleep(0.5)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.usefixtures("releaser")  # starts a requeued job at once
+def test_slurm_search_requeues_into_the_same_trial_and_replaces_a_killed_one(
+    slurm_cluster, env, tmp_path
+):
+    fixed = {"train.epochs": 20, "data.train_subset": 3000, "train.batch_size": 32}
+    spec = optuna_spec(tmp_path, "slurm", 12, parallel=3, pruner="median", fixed=fixed)
+    text = spec.read_text().replace("backend: local", "backend: slurm")
+    spec.write_text(text + "collect: false\n")
+    assert hpcdl("sweep", str(spec), env=env).returncode == 0
+    sweep_dir = tmp_path / "results" / "slurm"
+    assert "#SBATCH --array=0-11%3" in (sweep_dir / "jobs" / "a000.sh").read_text()
+    requeued, killed = training_slots(sweep_dir, 2)
+    requeued_dir, killed_dir = Path(requeued.run_dir), Path(killed.run_dir)
+    requeued_trial = json.loads((requeued_dir / "trial.json").read_text())["number"]
+    killed_trial = json.loads((killed_dir / "trial.json").read_text())["number"]
+    os.kill(worker_pid(killed_dir), signal.SIGKILL)
+    # (scancel may answer "try again later" while slurmctld ends the killed job, yet signal)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", requeued.job], check=False)
+
+    done = {"FINISHED", "PRUNED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY"}
+    points = wait_for(sweep_dir, lambda s: all(x in done for x in s), timeout=900)
+    states = {p.id: p.state for p in points}
+    assert states[killed.id] == "FAILED", states
+    assert study_trials(sweep_dir)[killed_trial].state.name == "FAIL"  # from sacct's word
+    assert requeues(requeued.job) == 1
+    assert json.loads((requeued_dir / "trial.json").read_text())["number"] == requeued_trial
+    assert f"reattaches to trial {requeued_trial}" in (requeued_dir / "job.out").read_text()
+    assert states[requeued.id] in ("FINISHED", "PRUNED")
+
+    assert hpcdl("resume", str(sweep_dir), env=env).returncode == 0
+    points = wait_for(sweep_dir, lambda s: all(x in done for x in s), timeout=600)
+    assert {p.state for p in points} <= {"FINISHED", "PRUNED"}, [(p.id, p.reason) for p in points]
+    trials = study_trials(sweep_dir)
+    names = [t.state.name for t in trials]
+    assert len(trials) == 13 and names.count("FAIL") == 1, names
+    assert "PRUNED" in names

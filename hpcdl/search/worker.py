@@ -6,8 +6,10 @@ command), starts COMMAND as its child and follows metrics.jsonl: after every epo
 the metric to the study and, when the pruner says so, stops the child with SIGTERM (it saves a
 checkpoint and exits), writes pruned.json and tells the study PRUNED. At the end it tells the
 final value (result.json's metric, else the last epoch's), or FAIL for a failed child. A child
-stopped by a signal (exit 75) leaves the trial RUNNING: a requeued job reattaches to it, and a
-dead one is failed by `hpcdl status`/`resume` (hpcdl.search.study.settle).
+stopped by the scheduler's signal (exit 75) leaves the trial RUNNING and the worker, not the
+child, requeues the job (the child must not requeue when the pruner stops it): the requeued
+job reattaches to the trial; a dead job's trial is failed by `hpcdl status`/`resume`
+(hpcdl.search.study.settle).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from hpcdl import rundir
 from hpcdl.errors import HpcdlError
 from hpcdl.files import utc_now
-from hpcdl.preempt import EXIT_STOPPED
+from hpcdl.preempt import EXIT_STOPPED, requeue_blocker, requeue_self
 from hpcdl.search import slots
 
 POLL_SECONDS = 0.5
@@ -116,6 +118,7 @@ def follow(
     metric = spec.search.metric
     reported = set(study.trials[trial.number].intermediate_values)
     env = {**os.environ, "HPCDL_RUN_DIR": str(run_dir), "HPCDL_PARAMS": json.dumps(params)}
+    env["HPCDL_REQUEUE_MAX"] = "0"  # the worker requeues (a pruned child must not: Forwarder)
     child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
     forward.child = child
     while True:
@@ -129,6 +132,8 @@ def follow(
                     return pruned
                 break  # it finished before the signal took effect: report the rest, tell it
         if code is not None:
+            if code == EXIT_STOPPED and forward.received is not None:
+                return requeue(trial, run_dir, forward.received)
             return finish(study, trial, run_dir, metric, code)
         time.sleep(POLL_SECONDS)
 
@@ -167,6 +172,19 @@ def prune(
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     say(f"trial {trial.number} pruned after epoch {epoch}")
     return 0
+
+
+def requeue(trial: Any, run_dir: Path, signum: int) -> int:
+    """The child stopped on the scheduler's signal with a checkpoint: requeue the job where it
+    may (it reattaches to this trial), else leave it to `hpcdl resume`."""
+    if (run_dir / rundir.RESULT).exists():
+        return 0
+    what = requeue_self()
+    name = signal.Signals(signum).name
+    reason = f"stopped by {name}; {what}"
+    rundir.write_json_atomic(run_dir / rundir.FAILURE, {"reason": reason, "time": utc_now()})
+    say(f"trial {trial.number} {reason}")
+    return EXIT_STOPPED
 
 
 def finish(study: Any, trial: Any, run_dir: Path, metric: str, code: int) -> int:
@@ -216,24 +234,29 @@ def _number(value: Any) -> bool:
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the worker dies (even by kill -9), so it checkpoints and
-    stops instead of training on unwatched."""
+    """In the child: die with the worker (even when it is killed with kill -9), instead of
+    training on unwatched (or, given time to stop, requeueing a job whose worker is gone)."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Forwarder:
     """Passes the scheduler's signals (time-limit warning, cancel, Ctrl-C) on to the child;
-    before it starts, remembers the first."""
+    before it starts, remembers the first. The child may not requeue the job itself, so a
+    time-limit warning in a job that can requeue reaches it as SIGTERM: it stops at the next
+    step with a checkpoint, and the worker requeues."""
 
     def __init__(self) -> None:
         self.child: subprocess.Popen | None = None
-        self.pending: int | None = None
+        self.pending: int | None = None  # a signal that came before the child started
+        self.received: int | None = None  # the first signal passed on to the child
         for sig in FORWARDED:
             signal.signal(sig, self._pass_on)
 
     def _pass_on(self, signum: int, _frame: Any) -> None:
         if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+            self.received = self.received or signum
+            stop_now = signum == signal.SIGUSR1 and requeue_blocker() is None
+            self.child.send_signal(signal.SIGTERM if stop_now else signum)
         elif self.pending is None:
             self.pending = signum
