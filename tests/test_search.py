@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hpcdl.errors import HpcdlError
 from hpcdl.sweep import plan
@@ -269,3 +270,55 @@ def test_slurm_search_requeues_into_the_same_trial_and_replaces_a_killed_one(
     names = [t.state.name for t in trials]
     assert len(trials) == 13 and names.count("FAIL") == 1, names
     assert "PRUNED" in names
+
+
+SCRIPT = """\
+import sys, time
+from hpcdl import session
+
+x = session.params()["x"]
+assert float(sys.argv[1]) == x  # the command got the sampled value too
+for epoch in range(1, 6):
+    time.sleep(0.4)
+    session.log(epoch=epoch, score=epoch * (1 - abs(x - 0.3)))
+session.result(score=5 * (1 - abs(x - 0.3)))
+"""
+
+
+@pytest.mark.slow
+def test_a_program_sweep_searches_with_optuna_and_prunes_its_script(env, tmp_path):
+    (tmp_path / "score.py").write_text(SCRIPT)
+    search = {
+        "method": "optuna",
+        "trials": 8,
+        "parallel": 2,
+        "metric": "score",
+        "sampler": "random",
+        "pruner": "asha",
+        "space": {"x": {"uniform": [0.0, 1.0]}},
+    }
+    spec = {
+        "name": "prog",
+        "program": {"command": f"python {tmp_path / 'score.py'} {{x}}", "workdir": "."},
+        "search": search,
+        "results_dir": str(tmp_path / "results"),
+    }
+    path = tmp_path / "prog.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    proc = hpcdl("sweep", str(path), env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep_dir = tmp_path / "results" / "prog"
+    trials = study_trials(sweep_dir)
+    names = [t.state.name for t in trials]
+    assert len(trials) == 8 and "PRUNED" in names and set(names) <= {"COMPLETE", "PRUNED"}
+    for trial in trials:
+        if trial.state.name == "COMPLETE":  # result.json's value
+            assert trial.value == pytest.approx(5 * (1 - abs(trial.params["x"] - 0.3)))
+    slots = {
+        json.loads((d / "trial.json").read_text())["number"]: d for d in sweep_dir.glob("trial-*")
+    }
+    for number, slot in slots.items():
+        x = trials[number].params["x"]
+        assert json.loads((slot / "params.json").read_text()) == {"x": x}
+        assert (slot / "command.sh").read_text().split()[-1] == str(x)
+        assert (slot / "pruned.json").exists() == (trials[number].state.name == "PRUNED")
