@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from hpcdl.errors import HpcdlError
-from hpcdl.sweep import plan
+from hpcdl.sweep import describe, plan
 from tests.conftest import hpcdl, stderr_lines
 from tests.sweeps import start_sweep, until, wait_for, write_spec
 from tests.test_resilience import releaser, requeues  # noqa: F401 (releaser: a fixture)
@@ -128,6 +128,9 @@ def test_optuna_slots_are_exactly_trials_and_throttled_to_parallel(tmp_path):
     assert [p.id for p in points] == [f"trial-{i:04d}" for i in range(5)]
     assert all(p.slot and not p.overrides for p in points)
     assert spec.max_concurrent == 2
+    shown = describe(spec, points, tmp_path / "results" / "slots")
+    assert "search optuna: 5 trial(s), 2 at a time, maximize val_accuracy" in shown
+    assert "#SBATCH" not in shown and '-m hpcdl trial "$RUN_DIR" -- ' in shown
 
 
 def optuna_spec(folder: Path, name: str, trials: int, **search) -> Path:

@@ -33,6 +33,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
         if sub.job_id
     }
     records = backend_of(manifest).task_records(tasks)
+    adaptive = is_adaptive(manifest.spec)  # the points are trial slots (hpcdl.search)
     out = []
     for entry in manifest.points:
         sub_index = latest.get(entry.id)
@@ -41,7 +42,8 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
         state, reason = point_state(
             Path(entry.run_dir), sub_index is not None, records.get(entry.id), unconfirmed
         )
-        label = overrides_label(point_overrides(entry))
+        overrides = point_overrides(entry)
+        label = overrides_label(overrides) if overrides or not adaptive else "(no trial yet)"
         out.append(
             PointStatus(
                 entry.id,
@@ -53,7 +55,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
                 records.get(entry.id),
             )
         )
-    if is_adaptive(manifest.spec):  # a dead job's trial must not stay RUNNING in the study
+    if adaptive:  # a dead job's trial must not stay RUNNING in the study
         settle(manifest, out)
     return out
 
