@@ -288,9 +288,37 @@ session.result(score=5 * (1 - abs(x - 0.3)))
 """
 
 
+def program_search(folder: Path, name: str, search: dict) -> Path:
+    """A program sweep of SCRIPT (no framework: fast) with this search section."""
+    (folder / "score.py").write_text(SCRIPT)
+    spec = {
+        "name": name,
+        "program": {"command": f"python {folder / 'score.py'} {{x}}", "workdir": "."},
+        "search": search,
+        "results_dir": str(folder / "results"),
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_random_points_run_as_ordinary_points(env, tmp_path):
+    search = {"method": "random", "trials": 3, "seed": 5, "space": {"x": {"uniform": [0, 1]}}}
+    path = program_search(tmp_path, "rnd", search)
+    assert hpcdl("sweep", str(path), env=env, timeout=600).returncode == 0
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "results" / "rnd" / "summary.csv")
+    planned = [p.overrides["x"] for p in plan(path)[2]]
+    assert sorted(summary["hp.x"]) == sorted(planned) and len(set(planned)) == 3
+    assert set(summary["state"]) == {"FINISHED"}
+    for x, score in zip(summary["hp.x"], summary["score"], strict=True):
+        assert score == pytest.approx(5 * (1 - abs(x - 0.3)))
+
+
 @pytest.mark.slow
 def test_a_program_sweep_searches_with_optuna_and_prunes_its_script(env, tmp_path):
-    (tmp_path / "score.py").write_text(SCRIPT)
     search = {
         "method": "optuna",
         "trials": 8,
@@ -300,14 +328,7 @@ def test_a_program_sweep_searches_with_optuna_and_prunes_its_script(env, tmp_pat
         "pruner": "asha",
         "space": {"x": {"uniform": [0.0, 1.0]}},
     }
-    spec = {
-        "name": "prog",
-        "program": {"command": f"python {tmp_path / 'score.py'} {{x}}", "workdir": "."},
-        "search": search,
-        "results_dir": str(tmp_path / "results"),
-    }
-    path = tmp_path / "prog.yaml"
-    path.write_text(yaml.safe_dump(spec))
+    path = program_search(tmp_path, "prog", search)
     proc = hpcdl("sweep", str(path), env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep_dir = tmp_path / "results" / "prog"

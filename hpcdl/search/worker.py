@@ -74,6 +74,11 @@ def attach(spec: Any, run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     slot_index = int(run_dir.name.rpartition("-")[2] or 0)
     seed = int(np.random.SeedSequence([spec.search.seed, slot_index, attempt]).generate_state(1)[0])
     study = open_study(spec, run_dir.parent, seed)
+    if record is not None and record["number"] >= len(study.trials):
+        raise HpcdlError(
+            f"{run_dir / slots.TRIAL}: names trial {record['number']}, which the study in "
+            f"{run_dir.parent} does not hold (was study.journal replaced?)"
+        )
     if record is not None:
         frozen = study.trials[record["number"]]
         if frozen.state == optuna.trial.TrialState.RUNNING:
