@@ -65,7 +65,6 @@ def attach(spec: Any, run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     """(study, trial, settings): the trial this slot already runs, else a new one from the
     study; trial None when the slot's trial is already complete or pruned."""
     import numpy as np
-    import optuna
 
     from hpcdl.search.study import open_study, suggest
 
@@ -74,22 +73,10 @@ def attach(spec: Any, run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     slot_index = int(run_dir.name.rpartition("-")[2] or 0)
     seed = int(np.random.SeedSequence([spec.search.seed, slot_index, attempt]).generate_state(1)[0])
     study = open_study(spec, run_dir.parent, seed)
-    if record is not None and record["number"] >= len(study.trials):
-        raise HpcdlError(
-            f"{run_dir / slots.TRIAL}: names trial {record['number']}, which the study in "
-            f"{run_dir.parent} does not hold (was study.journal replaced?)"
-        )
     if record is not None:
-        frozen = study.trials[record["number"]]
-        if frozen.state == optuna.trial.TrialState.RUNNING:
-            say(f"slot {run_dir.name} reattaches to trial {frozen.number}")
-            # the study's own handle on a running trial (what ask() returns for a new one)
-            return study, optuna.trial.Trial(study, frozen._trial_id), record["params"]
-        if frozen.state != optuna.trial.TrialState.FAIL:
-            say(f"trial {frozen.number} is already {frozen.state.name.lower()}")
-            return study, None, record["params"]
-        moved = slots.archive_attempt(run_dir, frozen.number)
-        say(f"trial {frozen.number} failed; its files are in {moved}")
+        keep, trial = earlier_trial(study, run_dir, record["number"])
+        if keep:
+            return study, trial, record["params"]
     trial = study.ask()
     trial.set_user_attr("slot", run_dir.name)
     params = suggest(trial, spec.search)
@@ -99,6 +86,30 @@ def attach(spec: Any, run_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     )
     say(f"slot {run_dir.name} runs trial {trial.number}: {json.dumps(params)}")
     return study, trial, params
+
+
+def earlier_trial(study: Any, run_dir: Path, number: int) -> tuple[bool, Any]:
+    """(keep, trial) for the trial a slot already names: a running one is reattached (after a
+    requeue), a complete or pruned one is kept with nothing left to do (trial None), a failed
+    one is moved aside for a new trial (keep False)."""
+    import optuna
+
+    if number >= len(study.trials):
+        raise HpcdlError(
+            f"{run_dir / slots.TRIAL}: names trial {number}, which the study in "
+            f"{run_dir.parent} does not hold (was study.journal replaced?)"
+        )
+    frozen = study.trials[number]
+    if frozen.state == optuna.trial.TrialState.RUNNING:
+        say(f"slot {run_dir.name} reattaches to trial {number}")
+        # the study's own handle on a running trial (what ask() returns for a new one)
+        return True, optuna.trial.Trial(study, frozen._trial_id)
+    if frozen.state != optuna.trial.TrialState.FAIL:
+        say(f"trial {number} is already {frozen.state.name.lower()}")
+        return True, None
+    moved = slots.archive_attempt(run_dir, number)
+    say(f"trial {number} failed; its files are in {moved}")
+    return False, None
 
 
 def write_point(spec: Any, base: dict[str, Any], run_dir: Path, params: dict[str, Any]) -> None:
