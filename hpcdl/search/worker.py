@@ -148,7 +148,8 @@ def follow(
                     return pruned
                 break  # it finished before the signal took effect: report the rest, tell it
         if code is not None:
-            if code == EXIT_STOPPED and forward.received is not None:
+            finished = (run_dir / rundir.RESULT).exists()
+            if code == EXIT_STOPPED and forward.received is not None and not finished:
                 return requeue(trial, run_dir, forward.received)
             return finish(study, trial, run_dir, metric, code)
         time.sleep(POLL_SECONDS)
@@ -193,8 +194,6 @@ def prune(
 def requeue(trial: Any, run_dir: Path, signum: int) -> int:
     """The child stopped on the scheduler's signal with a checkpoint: requeue the job where it
     may (it reattaches to this trial), else leave it to `hpcdl resume`."""
-    if (run_dir / rundir.RESULT).exists():
-        return 0
     what = requeue_self()
     name = signal.Signals(signum).name
     reason = f"stopped by {name}; {what}"
