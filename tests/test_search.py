@@ -209,6 +209,25 @@ def test_a_worker_killed_mid_trial_is_failed_and_resume_completes_the_search(env
     assert final.stdout.splitlines()[0].endswith("3 finished"), final.stdout
 
 
+@pytest.mark.slow
+def test_a_two_rank_trial_runs_under_the_launcher_and_reports_from_rank_0(env, tmp_path):
+    fixed = {"train.epochs": 2, "train.threads": 1}
+    spec = optuna_spec(tmp_path, "ranks", 2, parallel=1, fixed=fixed, sampler="random")
+    text = spec.read_text().replace("resources:", "resources:\n  tasks_per_node: 2")
+    spec.write_text(text)
+    proc = hpcdl("sweep", str(spec), env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sweep_dir = tmp_path / "results" / "ranks"
+    assert "horovodrun -np 2" in (sweep_dir / "jobs" / "a000.sh").read_text()
+    trials = study_trials(sweep_dir)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    for slot in sorted(sweep_dir.glob("trial-*")):
+        number = json.loads((slot / "trial.json").read_text())["number"]
+        result = json.loads((slot / "result.json").read_text())
+        assert result["ranks"] == 2
+        assert list(trials[number].intermediate_values) == [1, 2]  # one report per epoch
+
+
 def worker_pid(run_dir: Path) -> int:
     """The pid of the `hpcdl trial` worker of a slot (the SLURM batch script, exec'd)."""
     ps = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout

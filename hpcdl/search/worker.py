@@ -148,10 +148,7 @@ def follow(
                     return pruned
                 break  # it finished before the signal took effect: report the rest, tell it
         if code is not None:
-            finished = (run_dir / rundir.RESULT).exists()
-            if code == EXIT_STOPPED and forward.received is not None and not finished:
-                return requeue(trial, run_dir, forward.received)
-            return finish(study, trial, run_dir, metric, code)
+            return finish(study, trial, spec, run_dir, code, forward.received)
         time.sleep(POLL_SECONDS)
 
 
@@ -202,16 +199,23 @@ def requeue(trial: Any, run_dir: Path, signum: int) -> int:
     return EXIT_STOPPED
 
 
-def finish(study: Any, trial: Any, run_dir: Path, metric: str, code: int) -> int:
-    """Tell the study how the child ended: its final metric, FAIL, or nothing (stopped)."""
+def finish(study: Any, trial: Any, spec: Any, run_dir: Path, code: int, signum: int | None) -> int:
+    """Tell the study how the child ended: complete with its final metric (result.json), or
+    stopped by the scheduler's signal `signum` (the job requeues: the trial stays RUNNING;
+    horovodrun, stopped, exits 0), or FAIL."""
     result_path = run_dir / rundir.RESULT
-    if code == EXIT_STOPPED and not result_path.exists():
-        say(f"trial {trial.number} stopped; it continues when its job runs again")
-        return code
-    if code != 0 and not result_path.exists():
-        return give_up(study, trial, run_dir, f"training exited with code {code}", code)
-    if not result_path.exists():  # a program that ended well without reporting: finished
+    metric = spec.search.metric
+    if not result_path.exists() and signum is not None:
+        return requeue(trial, run_dir, signum)
+    if not result_path.exists() and code == 0 and spec.program is not None:
+        # a program that ended well without reporting: finished (as in a program sweep)
         rundir.write_json_atomic(result_path, {"status": "finished", "exit_code": 0})
+    if not result_path.exists():
+        if code == EXIT_STOPPED:
+            say(f"trial {trial.number} stopped; it continues when its job runs again")
+            return code
+        reason = f"training exited with code {code} without result.json"
+        return give_up(study, trial, run_dir, reason, code if code > 0 else 1)
     value = final_value(run_dir, metric)
     if value is None:
         return give_up(study, trial, run_dir, f"search.metric {metric!r} was never logged", 1)
