@@ -365,3 +365,25 @@ def test_a_program_sweep_searches_with_optuna_and_prunes_its_script(env, tmp_pat
         assert json.loads((slot / "params.json").read_text()) == {"x": x}
         assert (slot / "command.sh").read_text().split()[-1] == str(x)
         assert (slot / "pruned.json").exists() == (trials[number].state.name == "PRUNED")
+
+
+@pytest.mark.slow
+def test_resume_after_the_submitter_died_completes_the_study(env, tmp_path):
+    search = {"method": "optuna", "trials": 6, "parallel": 2, "metric": "score"}
+    search.update(sampler="random", space={"x": {"uniform": [0.0, 1.0]}})
+    path = program_search(tmp_path, "orphans", search)
+    sweep_dir = tmp_path / "results" / "orphans"
+    runner = start_sweep(path, env)
+    until(lambda: len(list(sweep_dir.glob("trial-*/result.json"))) >= 2, runner, timeout=300)
+    runner.kill()  # the submitting `hpcdl sweep` dies; its running slots go on
+    runner.communicate()
+    points = wait_for(sweep_dir, lambda s: "RUNNING" not in s, timeout=120, every=0.5)
+    assert "LOST" in {p.state for p in points}, [(p.id, p.state) for p in points]
+
+    resumed = hpcdl("resume", str(sweep_dir), env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = study_trials(sweep_dir)
+    assert [t.state.name for t in trials].count("COMPLETE") == 6, [t.state for t in trials]
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
+    status = hpcdl("status", str(sweep_dir), env=env)
+    assert status.stdout.splitlines()[0].endswith("6 finished"), status.stdout
