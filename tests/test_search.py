@@ -387,3 +387,16 @@ def test_resume_after_the_submitter_died_completes_the_study(env, tmp_path):
     assert all(t.state.name in ("COMPLETE", "FAIL") for t in trials)
     status = hpcdl("status", str(sweep_dir), env=env)
     assert status.stdout.splitlines()[0].endswith("6 finished"), status.stdout
+
+
+def test_the_told_value_is_the_tested_models(tmp_path):
+    from hpcdl import rundir
+    from hpcdl.search.worker import final_value
+
+    for epoch, acc in ((1, 0.5), (2, 0.9), (3, 0.7)):
+        rundir.append_metrics(tmp_path, {"epoch": epoch, "val_accuracy": acc, "loss": 1.0})
+    rundir.write_json_atomic(tmp_path / "result.json", {"test_accuracy": 0.8})
+    assert final_value(tmp_path, "val_accuracy") == 0.7  # the last epoch's model was tested
+    rundir.write_json_atomic(tmp_path / "result.json", {"test_accuracy": 0.8, "kept_epoch": 2})
+    assert final_value(tmp_path, "val_accuracy") == 0.9  # keep: best tested epoch 2's
+    assert final_value(tmp_path, "test_accuracy") == 0.8  # a result metric: result.json's

@@ -225,7 +225,8 @@ def finish(study: Any, trial: Any, spec: Any, run_dir: Path, code: int, signum: 
 
 
 def final_value(run_dir: Path, metric: str) -> float | None:
-    """result.json's value of the metric, else the last epoch's that has it."""
+    """result.json's value of the metric, else the tested model's epoch's (result.json's
+    kept_epoch, as with keep: best), else the last epoch's that has it."""
     try:
         result = rundir.read_json(run_dir / rundir.RESULT)
     except (OSError, ValueError):
@@ -233,7 +234,8 @@ def final_value(run_dir: Path, metric: str) -> float | None:
     if _number(result.get(metric)):
         return float(result[metric])
     records, _ = rundir.read_metrics(run_dir)
-    values = [r[metric] for r in records if _number(r.get(metric))]
+    kept = [r for r in records if r.get("epoch") == result.get("kept_epoch")]
+    values = [r[metric] for r in kept or records if _number(r.get(metric))]
     return float(values[-1]) if values else None
 
 
