@@ -48,6 +48,15 @@ def _fetchable(name: str) -> str:
     return known[name]
 
 
+def cmd_trial(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpcdl.search.worker import run_trial
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    return run_trial(Path(args.run_dir), command)
+
+
 def cmd_data_fetch(args: argparse.Namespace) -> int:
     from hpcdl.datasets.sources import data_root, fetch
 
@@ -75,6 +84,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from hpcdl import sweep
     from hpcdl.manifest import load_manifest
     from hpcdl.progress import Progress, status_json
+    from hpcdl.states import DONE_STATES
 
     if args.wait:
         with Progress(f"sweep {load_manifest(args.sweep).name}") as progress:
@@ -86,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(status_json(points, sweep=manifest.name, backend=manifest.backend))
     else:
         print(sweep.format_status(manifest, points, args.all))
-    return 0 if not args.wait or all(p.state == "FINISHED" for p in points) else 1
+    return 0 if not args.wait or all(p.state in DONE_STATES for p in points) else 1
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -151,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set train.epochs=3 (repeatable)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "trial", help="run one trial slot of an adaptive search (its job script calls this)"
+    )
+    p.add_argument("run_dir", help="the slot's run directory (<sweep>/trial-NNNN)")
+    p.add_argument(
+        "command_line",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND",
+        help="the training command, started as the worker's child",
+    )
+    p.set_defaults(func=cmd_trial)
 
     p = sub.add_parser("data", help="data sets")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from hpcdl import logparse, rundir
 from hpcdl.manifest import Manifest, load_manifest, now
+from hpcdl.search.slots import point_overrides, read_trial
 from hpcdl.spec import Resources
 from hpcdl.states import ACTIVE_STATES
 from hpcdl.sweep.status import statuses
@@ -59,9 +60,11 @@ def point_row(
         "reason": status.reason,
         "job": status.job,
     }
-    row.update(
-        {f"hp.{k}": v if not isinstance(v, list) else str(v) for k, v in entry.overrides.items()}
-    )
+    overrides = point_overrides(entry)  # a search's trial slot: the settings it was given
+    row.update({f"hp.{k}": v if not isinstance(v, list) else str(v) for k, v in overrides.items()})
+    trial = read_trial(run_dir)
+    if trial is not None:
+        row["trial"] = trial["number"]
     records, bad_lines = rundir.read_metrics(run_dir)
     problems += bad_lines
     if not records and not bad_lines:  # a script that logs nothing itself: Keras' fit output

@@ -26,6 +26,7 @@ class Point:
     config: TrainConfig | None  # None for a program sweep's point
     settings: dict[str, Any] | None = None  # a program point's settings (fixed + overrides)
     command: str | None = None  # a program point's command with its values filled in
+    slot: bool = False  # a trial slot of an adaptive search: its settings come while it runs
 
     @property
     def label(self) -> str:
@@ -90,9 +91,25 @@ def combinations(spec: SweepSpec) -> list[dict[str, Any]]:
     if not axes and spec.include:  # only `include`: exactly those points, not the base too
         combos = []
     combos += [dict(extra) for extra in spec.include]
-    if spec.seeds is not None:
-        combos = [{**c, "train.seed": s} for c in combos for s in spec.seeds]
-    return combos
+    return with_seeds(spec, combos)
+
+
+def with_seeds(spec: SweepSpec, combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every point once per entry of `seeds` (unchanged without seeds)."""
+    if spec.seeds is None:
+        return combos
+    return [{**c, "train.seed": s} for c in combos for s in spec.seeds]
+
+
+def trial_slots(spec: SweepSpec, probes: list[Point]) -> list[Point]:
+    """An adaptive search's points: `search.trials` slots trial-0000, trial-0001, ... with the
+    base config (or a program's fixed settings); each slot's job fills in its trial."""
+    base = probes[0]
+    settings = dict(spec.fixed) if base.config is None else None
+    return [
+        Point(f"trial-{i:04d}", {}, base.config, settings, None, slot=True)
+        for i in range(spec.search.trials or 0)
+    ]
 
 
 def program_points(
@@ -121,11 +138,24 @@ def program_points(
 
 
 def expand(spec: SweepSpec, base: dict[str, Any], source: str = "spec") -> list[Point]:
-    """All points of the sweep, validated; raises HpcdlError naming the first bad point."""
+    """All points of the sweep, validated; raises HpcdlError naming the first bad point. The
+    spec's search method makes them (the grid by default); an adaptive one's are trial slots."""
+    from hpcdl.search import method_of
+
+    method = method_of(spec)
+    probes = validated_points(spec, base, method.probes(spec), source) if method.probes else []
+    if method.adaptive:
+        return trial_slots(spec, probes or validated_points(spec, base, [{}], source))
+    return validated_points(spec, base, method.combinations(spec), source)
+
+
+def validated_points(
+    spec: SweepSpec, base: dict[str, Any], combos: list[dict[str, Any]], source: str
+) -> list[Point]:
+    """The points of these overrides, each config validated (and checked to fit its model)."""
     from hpcdl.datasets import expected_input_shape, expected_n_classes
     from hpcdl.models import check_fits
 
-    combos = combinations(spec)
     if spec.program is not None:
         return program_points(spec, spec.program, combos, source)
     points: list[Point] = []

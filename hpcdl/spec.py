@@ -18,6 +18,10 @@ every run. Validated as a whole before anything is written or submitted.
     backend: slurm                 # local (default) | slurm | pbs
     max_concurrent: 8              # array throttle (%8) / parallel runs on the local backend
     code: src/                     # folder with your own model / data code (relative to the spec)
+    search:                        # instead of grid/zip: sample `trials` points (hpcdl.search)
+      method: random               # grid (default) | random | optuna
+      trials: 20
+      space: {train.lr: {loguniform: [1.0e-4, 1.0e-1]}, train.batch_size: {choice: [32, 64]}}
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from hpcdl.config import format_validation_error, read_yaml, set_path
 from hpcdl.errors import HpcdlError
@@ -218,6 +230,64 @@ class RangeSpec(_Strict):
 GridValues = list[Any] | RangeSpec
 
 
+SPACE_KINDS = ("uniform", "loguniform", "int", "choice")
+
+
+class SpaceEntry(BaseModel):
+    """One searched setting: {uniform: [low, high]}, {loguniform: [low, high]} (low > 0),
+    {int: [low, high]} (both ends included) or {choice: [value, ...]}."""
+
+    kind: Literal["uniform", "loguniform", "int", "choice"]
+    values: list[Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in SPACE_KINDS:
+            raise ValueError(
+                f"expected one of {{uniform: [low, high]}}, {{loguniform: [low, high]}}, "
+                f"{{int: [low, high]}} or {{choice: [values]}}, got {raw!r:.80}"
+            )
+        ((kind, values),) = raw.items()
+        return {"kind": kind, "values": values}
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SpaceEntry:
+        v = self.values
+        if self.kind == "choice":
+            if not v:
+                raise ValueError("choice: needs at least one value")
+            return self
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        if len(v) != 2 or not numeric:
+            raise ValueError(f"{self.kind}: expected [low, high] (two numbers), got {v!r:.80}")
+        if self.kind == "int" and not all(isinstance(x, int) for x in v):
+            raise ValueError(f"int: expected two whole numbers [low, high], got {v!r:.80}")
+        if not v[0] < v[1]:
+            raise ValueError(f"{self.kind}: low must be below high, got {v!r:.80}")
+        if self.kind == "loguniform" and v[0] <= 0:
+            raise ValueError(f"loguniform: low must be positive, got {v!r:.80}")
+        return self
+
+    @model_serializer
+    def _as_written(self) -> dict[str, list[Any]]:
+        return {self.kind: self.values}
+
+
+class SearchSpec(_Strict):
+    """How the points are chosen (hpcdl.search): the grid, or `trials` sampled from `space`."""
+
+    method: str = "grid"  # a registered search method (hpcdl.search.SEARCH_METHODS)
+    trials: Annotated[int, Field(gt=0)] | None = None  # total points, exactly
+    parallel: Annotated[int, Field(gt=0)] | None = None  # at most this many at once
+    metric: Annotated[str, Field(min_length=1)] = "val_accuracy"  # optimised, ranks points
+    direction: Literal["maximize", "minimize"] = "maximize"
+    sampler: Literal["tpe", "gp", "cmaes", "random"] = "tpe"  # optuna
+    pruner: Literal["none", "median", "asha", "hyperband"] = "none"  # optuna, per epoch
+    seed: int = 0
+    space: dict[str, SpaceEntry] = {}
+
+
 class ProgramSpec(_Strict):
     """Your own training command instead of `hpcdl train` (see hpcdl.program)."""
 
@@ -275,6 +345,8 @@ class SweepSpec(_Strict):
             raise ValueError(f"{v!r} contains {char!r}: the folder lands in job directives")
         return v
 
+    search: SearchSpec = SearchSpec()
+
     @field_validator("grid")
     @classmethod
     def _grid_values(cls, grid: dict[str, GridValues]) -> dict[str, GridValues]:
@@ -321,6 +393,7 @@ class SweepSpec(_Strict):
             get_backend(self.backend, self.scheduler).check(self.resources)
         except HpcdlError as err:
             raise ValueError(str(err)) from None
+        self._check_search(keys)
         count = self.point_count()
         if count > MAX_POINTS:
             raise ValueError(f"the grid has {count} points: at most {MAX_POINTS}")
@@ -351,6 +424,29 @@ class SweepSpec(_Strict):
                     'spaces (--comment="two words")'
                 )
         return self
+
+    def _check_search(self, varied: list[str]) -> None:
+        """The search section against the rest of the spec, then the method's own checks."""
+        from hpcdl.search import SEARCH_METHODS
+
+        search = self.search
+        try:
+            method = SEARCH_METHODS.get(search.method)
+        except HpcdlError as err:
+            raise ValueError(f"search.method: {err}") from None
+        if search.parallel is not None:
+            if self.max_concurrent not in (None, search.parallel):
+                raise ValueError(
+                    f"search.parallel {search.parallel} and max_concurrent "
+                    f"{self.max_concurrent} disagree: give one of them"
+                )
+            self.max_concurrent = search.parallel
+        if self.seeds is not None and "train.seed" in search.space:
+            raise ValueError("train.seed is varied by both seeds and search.space")
+        try:
+            method.check(self, varied)
+        except HpcdlError as err:
+            raise ValueError(str(err)) from None
 
 
 def _read_yaml(path: str | Path) -> Any:

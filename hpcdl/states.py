@@ -1,7 +1,8 @@
 """Point states: what a point's run directory and the scheduler's record say about it.
 
-FINISHED (result.json written), PENDING / RUNNING (active), the states `hpcdl resume` reruns
-(RERUN_STATES), and UNCONFIRMED (a submission an interrupted `hpcdl sweep` did not record).
+FINISHED (result.json written), PRUNED (a search's pruner stopped the trial: pruned.json),
+PENDING / RUNNING (active), the states `hpcdl resume` reruns (RERUN_STATES), and UNCONFIRMED
+(a submission an interrupted `hpcdl sweep` did not record).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from hpcdl import rundir
 from hpcdl.backends.base import JobRecord
 from hpcdl.files import tail_lines
+from hpcdl.search.slots import pruned_reason
 
 RERUN_STATES = {
     "MISSING",
@@ -25,6 +27,7 @@ RERUN_STATES = {
     "UNKNOWN",
 }
 ACTIVE_STATES = {"PENDING", "RUNNING"}
+DONE_STATES = {"FINISHED", "PRUNED"}  # ended as planned: a pruned trial was stopped on purpose
 
 
 @dataclass
@@ -87,6 +90,9 @@ def point_state(
     """(state, reason) of one point: its files first, the scheduler's word second."""
     if (run_dir / rundir.RESULT).exists():
         return "FINISHED", ""
+    pruned = pruned_reason(run_dir)
+    if pruned is not None:
+        return "PRUNED", pruned
     if not submitted:
         return "MISSING", "never submitted"
     if unconfirmed:

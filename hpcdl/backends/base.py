@@ -99,6 +99,7 @@ class ScriptJob:
     launcher: str = "auto"
     requeue: int = 0
     program_workdir: Path | None = None  # a program sweep: where its command runs
+    trial: bool = False  # an adaptive search's slot: `hpcdl trial` runs the training
 
 
 class Backend:
@@ -180,6 +181,7 @@ class Backend:
                 ranks=job.resources.ranks,
                 requeue=job.requeue if self.can_requeue else 0,
                 program_workdir=job.program_workdir,
+                trial=job.trial,
                 resources=job.resources,
             )
         except jinja2.TemplateError as err:

@@ -11,6 +11,7 @@ from hpcdl.backends import get_backend
 from hpcdl.backends.base import Backend, ScriptJob
 from hpcdl.grid import Point, expand
 from hpcdl.manifest import Manifest
+from hpcdl.search import method_of
 from hpcdl.spec import SchedulerOptions, SweepSpec, load_spec
 
 
@@ -61,6 +62,7 @@ def script_job(
         launcher=spec.scheduler.launcher,
         requeue=spec.scheduler.requeue,
         program_workdir=Path(spec.program.workdir) if spec.program else None,
+        trial=method_of(spec).adaptive,
     )
 
 
@@ -79,8 +81,21 @@ def describe(spec: SweepSpec, points: list[Point], sweep_dir: Path) -> str:
     command = f"point 0 runs: {points[0].command}\n\n" if points and points[0].command else ""
     return (
         f"sweep {spec.name}: {len(points)} point(s), backend {spec.backend}, "
-        f"{spec.resources.ranks} rank(s) each, results in {sweep_dir}\n\n{table}\n\n"
-        f"{command}--- {sweep_dir}/jobs/a000.sh (not written) ---\n{script}"
+        f"{spec.resources.ranks} rank(s) each, results in {sweep_dir}\n{search_line(spec)}\n"
+        f"{table}\n\n{command}--- {sweep_dir}/jobs/a000.sh (not written) ---\n{script}"
+    )
+
+
+def search_line(spec: SweepSpec) -> str:
+    """How the points are chosen, for the dry run ('' for a grid)."""
+    s = spec.search
+    if s.method == "grid":
+        return ""
+    space = ", ".join(f"{k} {e.kind} {e.values}" for k, e in s.space.items())
+    how = f"sampler {s.sampler}, pruner {s.pruner}, " if method_of(spec).adaptive else ""
+    return (
+        f"search {s.method}: {s.trials} trial(s), {spec.max_concurrent or 1} at a time, "
+        f"{s.direction} {s.metric}, {how}seed {s.seed}; space: {space}\n"
     )
 
 

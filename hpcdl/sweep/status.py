@@ -11,6 +11,9 @@ from hpcdl.errors import HpcdlError
 from hpcdl.grid import overrides_label
 from hpcdl.manifest import Manifest, Submission, load_manifest, now
 from hpcdl.progress import failure_table
+from hpcdl.search import is_adaptive
+from hpcdl.search.slots import point_overrides
+from hpcdl.search.study import settle
 from hpcdl.states import ACTIVE_STATES, PointStatus, count_line, point_state
 from hpcdl.sweep.plan import backend_of
 
@@ -30,6 +33,7 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
         if sub.job_id
     }
     records = backend_of(manifest).task_records(tasks)
+    adaptive = is_adaptive(manifest.spec)  # the points are trial slots (hpcdl.search)
     out = []
     for entry in manifest.points:
         sub_index = latest.get(entry.id)
@@ -38,7 +42,8 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
         state, reason = point_state(
             Path(entry.run_dir), sub_index is not None, records.get(entry.id), unconfirmed
         )
-        label = overrides_label(entry.overrides)
+        overrides = point_overrides(entry)
+        label = overrides_label(overrides) if overrides or not adaptive else "(no trial yet)"
         out.append(
             PointStatus(
                 entry.id,
@@ -50,6 +55,8 @@ def statuses(manifest: Manifest) -> list[PointStatus]:
                 records.get(entry.id),
             )
         )
+    if adaptive:  # a dead job's trial must not stay RUNNING in the study
+        settle(manifest, out)
     return out
 
 

@@ -50,6 +50,8 @@ def create(
 def write_point_files(run_dir: Path, point: Point) -> None:
     """What a point's job reads: its training config, or a program's settings and command."""
     run_dir.mkdir(exist_ok=True)
+    if point.slot:  # its trial's worker writes them (hpcdl.search.worker)
+        return
     if point.config is None:
         write_run_files(run_dir, point.settings or {}, point.command or "")
     else:

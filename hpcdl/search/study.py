@@ -1,0 +1,144 @@
+"""The Optuna study of an adaptive search: `<sweep>/study.journal`, Optuna's file journal (no
+database server; its open-lock works on NFS and Lustre), driven with ask-and-tell.
+
+Sampler and pruner are not stored: every process rebuilds them from the spec. `settle` is the
+bookkeeping Optuna lacks: a trial whose job the scheduler reports dead is marked FAIL (never
+left RUNNING), so that its slot can run a new trial.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcdl.errors import HpcdlError
+from hpcdl.states import ACTIVE_STATES
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpcdl.manifest import Manifest
+    from hpcdl.spec import SearchSpec, SweepSpec
+    from hpcdl.states import PointStatus
+
+JOURNAL = "study.journal"
+SAMPLER_NEEDS = {"gp": "torch", "cmaes": "cmaes"}  # samplers whose package Optuna leaves out
+ALIVE_STATES = ACTIVE_STATES | {"UNKNOWN", "UNCONFIRMED"}  # never failed on this word alone
+
+
+def check_optuna(spec: SweepSpec) -> None:
+    """What an optuna search needs beyond a space: Optuna (and the sampler's package), no seeds."""
+    search = spec.search
+    if spec.seeds is not None:
+        raise HpcdlError(
+            "seeds: an optuna search runs each trial once; put train.seed in fixed (or in "
+            "search.space)"
+        )
+    needed = ["optuna", SAMPLER_NEEDS.get(search.sampler)]
+    for package in filter(None, needed):
+        if importlib.util.find_spec(package) is None:
+            raise HpcdlError(
+                f"search.sampler {search.sampler!r}: needs the Python package {package!r} "
+                f"(pip install {package})"
+            )
+
+
+def make_sampler(search: SearchSpec, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The spec's sampler; TPE lies about running trials so parallel workers spread out."""
+    import optuna
+
+    samplers = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    return samplers[search.sampler]()
+
+
+def make_pruner(search: SearchSpec) -> optuna.pruners.BasePruner:
+    """The spec's pruner on the metric per epoch (rungs from epoch 1)."""
+    import optuna
+
+    pruners = {
+        "none": optuna.pruners.NopPruner,
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
+    }
+    return pruners[search.pruner]()
+
+
+def open_study(spec: SweepSpec, sweep_dir: Path, seed: int | None = None) -> optuna.Study:
+    """The sweep's study (created on first use), with sampler and pruner from the spec."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    path = str(Path(sweep_dir) / JOURNAL)
+    storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    return optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        direction=spec.search.direction,
+        sampler=make_sampler(spec.search, seed),
+        pruner=make_pruner(spec.search),
+        load_if_exists=True,
+    )
+
+
+def suggest(trial: optuna.Trial, search: SearchSpec) -> dict[str, Any]:
+    """The trial's settings from the space (choices that are lists or mappings go to Optuna
+    as JSON text, which it can store, and come back as they were written)."""
+    params: dict[str, Any] = {}
+    for key, entry in search.space.items():
+        values = entry.values
+        if entry.kind == "choice":
+            plain = all(v is None or isinstance(v, bool | int | float | str) for v in values)
+            if plain:
+                params[key] = trial.suggest_categorical(key, values)
+            else:
+                texts = [json.dumps(v) for v in values]
+                params[key] = json.loads(trial.suggest_categorical(key, texts))
+        elif entry.kind == "int":
+            params[key] = trial.suggest_int(key, values[0], values[1])
+        else:
+            log = entry.kind == "loguniform"
+            params[key] = trial.suggest_float(key, float(values[0]), float(values[1]), log=log)
+    return params
+
+
+def settle(manifest: Manifest, points: list[PointStatus]) -> list[int]:
+    """Mark FAIL every RUNNING trial whose slot's job is no longer alive by the scheduler's
+    word (failed, node failure, cancelled, out of memory, lost); returns their numbers."""
+    import optuna
+
+    from hpcdl.sweep.plan import spec_of
+
+    sweep_dir = Path(manifest.sweep_dir)
+    if not (sweep_dir / JOURNAL).exists():
+        return []
+    alive = {p.id for p in points if _alive(p)}
+    study = open_study(spec_of(manifest), sweep_dir)
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        slot = trial.user_attrs.get("slot")
+        if (slot in alive) if slot else bool(alive):
+            continue
+        try:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        except (RuntimeError, ValueError):  # finished by its worker meanwhile
+            continue
+        failed.append(trial.number)
+    return failed
+
+
+def _alive(point: PointStatus) -> bool:
+    """Whether a slot's job may still be working on its trial."""
+    record_active = point.record is not None and point.record.state in ACTIVE_STATES
+    return point.state in ALIVE_STATES or record_active
