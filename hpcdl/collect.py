@@ -22,9 +22,9 @@ import pandas as pd
 
 from hpcdl import logparse, rundir
 from hpcdl.manifest import Manifest, load_manifest, now
-from hpcdl.search.slots import point_overrides, read_trial
+from hpcdl.search.slots import point_overrides, pruned_epoch, read_trial
 from hpcdl.spec import Resources
-from hpcdl.states import ACTIVE_STATES
+from hpcdl.states import ACTIVE_STATES, DONE_STATES
 from hpcdl.sweep.status import statuses
 
 SUMMARY = "summary"
@@ -65,6 +65,7 @@ def point_row(
     trial = read_trial(run_dir)
     if trial is not None:
         row["trial"] = trial["number"]
+        row["pruned_at_epoch"] = pruned_epoch(run_dir)
     records, bad_lines = rundir.read_metrics(run_dir)
     problems += bad_lines
     if not records and not bad_lines:  # a script that logs nothing itself: Keras' fit output
@@ -86,9 +87,9 @@ def point_row(
         row["best_val_accuracy"] = max(vals) if vals else None
         row["val_accuracy"] = None  # the tested model's (set below from result.json's kept epoch)
         row["train_seconds"] = sum(_finite(r.get("epoch_seconds")) or 0.0 for r in records)
-        if any(_finite(r.get("loss")) is None for r in records):
+        if any("loss" in r and _finite(r["loss"]) is None for r in records):  # logged, not finite
             problems.append(f"{run_dir}: NaN or infinite loss")
-            ended = row["state"] not in ("FINISHED", *ACTIVE_STATES)
+            ended = row["state"] not in (*DONE_STATES, *ACTIVE_STATES)
             if ended and "nan" not in str(row["reason"]).lower():
                 row["state"] = "FAILED"
                 row["reason"] = "; ".join(x for x in (row["reason"], "loss became NaN") if x)

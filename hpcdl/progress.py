@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 FINISHED = "FINISHED"
+DONE_STATES = ("FINISHED", "PRUNED")  # ended as planned (a pruned trial was stopped on purpose)
 ACTIVE = ("RUNNING", "PENDING")
 # display order; failures after the live states, states not listed here after these
 STATE_ORDER = (
@@ -400,7 +401,7 @@ def failure_table(points: list[Any], width: int = 100, limit: int | None = 200) 
     as a plain-text table no wider than `width` columns; '' when there are none. At most
     `limit` rows (None: all; rich takes about 1 ms a row), then a line saying how many more."""
     failed = sorted(
-        (p for p in points if p.state != FINISHED and p.state not in ACTIVE),
+        (p for p in points if p.state not in DONE_STATES and p.state not in ACTIVE),
         key=lambda p: _state_rank(p.state),
     )
     if not failed:

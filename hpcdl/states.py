@@ -88,11 +88,11 @@ def point_state(
     run_dir: Path, submitted: bool, record: JobRecord | None, unconfirmed: bool = False
 ) -> tuple[str, str]:
     """(state, reason) of one point: its files first, the scheduler's word second."""
+    pruned = pruned_reason(run_dir)  # first: the study holds the trial as pruned, even where
+    if pruned is not None:  # a script that ignored the stop wrote its result afterwards
+        return "PRUNED", pruned
     if (run_dir / rundir.RESULT).exists():
         return "FINISHED", ""
-    pruned = pruned_reason(run_dir)
-    if pruned is not None:
-        return "PRUNED", pruned
     if not submitted:
         return "MISSING", "never submitted"
     if unconfirmed:

@@ -366,6 +366,27 @@ def test_a_program_sweep_searches_with_optuna_and_prunes_its_script(env, tmp_pat
         assert (slot / "command.sh").read_text().split()[-1] == str(x)
         assert (slot / "pruned.json").exists() == (trials[number].state.name == "PRUNED")
 
+    # the report: chosen on the search's metric, its progress, what mattered, the pruned trials
+    from hpcdl.report import search as search_report
+    from hpcdl.report.data import load
+
+    assert hpcdl("report", str(sweep_dir), env=env).returncode == 0
+    md = (sweep_dir / "report.md").read_text()
+    pruned = names.count("PRUNED")
+    assert "## Best runs (by score)" in md and "## Search" in md
+    assert f"### Pruned trials ({pruned})" in md and "Failures (0)" in md
+    data = load(sweep_dir, refresh=False, out=lambda _m: None)
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert f"({search['metric']} {best.value:.4f}" in md  # the chosen trial, named in the text
+    progress = search_report.trials(data)
+    assert list(progress["trial"]) == sorted(progress["trial"])
+    so_far = progress["best_so_far"].dropna().to_numpy()
+    assert (so_far[1:] >= so_far[:-1]).all() and so_far[-1] == pytest.approx(best.value)
+    assert list(search_report.importance(data)["setting"]) == ["x"]
+    table = search_report.pruned(data)
+    at = {t.number: max(t.intermediate_values) for t in trials if t.state.name == "PRUNED"}
+    assert dict(zip(table["trial"], table["pruned after epoch"], strict=True)) == at
+
 
 @pytest.mark.slow
 def test_resume_after_the_submitter_died_completes_the_study(env, tmp_path):

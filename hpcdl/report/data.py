@@ -28,6 +28,7 @@ class SweepData:
     summary: pd.DataFrame
     curves: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    search: dict = field(default_factory=dict)  # the spec's search section ({} for old sweeps)
 
     @property
     def hp_columns(self) -> list[str]:
@@ -35,11 +36,22 @@ class SweepData:
 
     @cached_property
     def metric(self) -> str | None:
-        """The ranking metric (see RANK_METRICS)."""
+        """The ranking column: a search's own metric (its tested model's value), else the first
+        of RANK_METRICS that the sweep has."""
+        wanted = self.search.get("metric")
+        if wanted and wanted != "val_accuracy":  # val_accuracy: the RANK_METRICS default
+            column = wanted if wanted in self.summary else f"final_{wanted}"
+            if column in self.summary and self.summary[column].notna().any():
+                return column
         for name in RANK_METRICS:
             if name in self.summary and self.summary[name].notna().any():
                 return name
         return None
+
+    @property
+    def ascending(self) -> bool:
+        """Whether smaller is better for the ranking metric (a search that minimises it)."""
+        return self.search.get("direction") == "minimize" and self.metric not in RANK_METRICS
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -131,7 +143,8 @@ def load(folder: str | Path, refresh: bool = True, out: Callable[[str], None] = 
         curves = pd.read_csv(folder / "curves.csv")
     except (FileNotFoundError, pd.errors.EmptyDataError):
         curves = pd.DataFrame()
-    data = SweepData(manifest.name, folder, summary, curves, notes)
+    search = (manifest.spec or {}).get("search") or {}
+    data = SweepData(manifest.name, folder, summary, curves, notes, search)
     if data.metric in SELECTS_ON_TEST:
         data.notes.append(
             f"runs are ranked by {data.metric}: they have no validation metric, so this selects "

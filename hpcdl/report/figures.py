@@ -342,3 +342,51 @@ def scene_map_figure(pixels: dict[str, np.ndarray], names: list[str]) -> go.Figu
         )
     legend = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.06, "yanchor": "top"}
     return layout(fig, 520, legend=legend, margin={"l": 40, "r": 20, "t": 40, "b": 40})
+
+
+def search_progress_figure(table: pd.DataFrame, metric: str, labels: pd.Series) -> go.Figure:
+    """Best-so-far against trials and against epochs spent, each trial's own value beside it
+    (pruned trials: their last epoch's value, hollow)."""
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=["by trial", "by epochs spent"], shared_yaxes=True
+    )
+    order = np.arange(1, len(table) + 1)
+    for col, x in ((1, order), (2, table["epochs_spent"].to_numpy())):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=table["best_so_far"],
+                mode="lines",
+                line={"shape": "hv", "color": "#1f77b4"},
+                name="best so far",
+                legendgroup="best",
+                showlegend=col == 1,
+            ),
+            row=1,
+            col=col,
+        )
+        for state, symbol in (("FINISHED", "circle"), ("PRUNED", "circle-open")):
+            rows = table["state"] == state
+            value = table[metric] if state == "FINISHED" else table.get(f"final_{metric}")
+            if value is None or not rows.any():
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=x[rows.to_numpy()],
+                    y=value[rows],
+                    mode="markers",
+                    marker={"symbol": symbol, "size": 7, "color": "#555"},
+                    name=state.lower(),
+                    legendgroup=state,
+                    showlegend=col == 1,
+                    text=labels.reindex(table.loc[rows, "point"]).to_numpy(),
+                    hovertemplate="%{text}<br>%{y:.4f}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(title_text="trial", row=1, col=1)
+    fig.update_xaxes(title_text="epochs spent by all trials", row=1, col=2)
+    fig.update_yaxes(title_text=metric, row=1, col=1)
+    legend = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"}
+    return layout(fig, 380, legend=legend, margin={"l": 60, "r": 20, "t": 40, "b": 90})

@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from hpcdl.registry import Registry
-from hpcdl.report import figures, tables
+from hpcdl.report import figures, search, tables
 from hpcdl.report.data import SweepData
 
 MAX_ROWS = 1000  # runs listed in the HTML's sortable table (the Markdown lists tables.TOP)
@@ -99,6 +99,46 @@ def scene_map(s: SweepData, prefix: str) -> list[Section]:
             figure=figures.scene_map_figure(pixels, tables.class_names(result, count)),
         )
     ]
+
+
+def search_summary(s: SweepData, prefix: str) -> list[Section]:
+    """For a random or Optuna search: progress, what mattered, pruned trials, the choice."""
+    if not search.is_search(s) or s.metric is None:
+        return []
+    table = search.trials(s)
+    states = s.summary["state"].value_counts()
+    text = (
+        f"{s.search.get('method')} search of {len(s.summary)} trials on {s.metric} "
+        f"({s.search.get('direction', 'maximize')}): {int(states.get('FINISHED', 0))} finished, "
+        f"{int(states.get('PRUNED', 0))} pruned"
+    )
+    best = tables.best_runs(s, 1)
+    if not best.empty:
+        chosen = best.iloc[0]
+        test = f", test accuracy {chosen['test_accuracy']:.4f}" if "test_accuracy" in best else ""
+        text += f"; chosen: {chosen['run']} ({s.metric} {chosen[s.metric]:.4f}{test})"
+    parts = [
+        Section(
+            f"{prefix}Search",
+            text=text,
+            figure=figures.search_progress_figure(table, s.metric, s.labels),
+        )
+    ]
+    weights = search.importance(s)
+    if not weights.empty:
+        parts.append(
+            Section(
+                f"{prefix}Which settings mattered",
+                level=3,
+                text="importance of each searched setting for the metric (Optuna's fANOVA, "
+                "over the finished trials; they add up to 1)",
+                table=weights,
+            )
+        )
+    stopped = search.pruned(s)
+    if not stopped.empty:
+        parts.append(Section(f"{prefix}Pruned trials ({len(stopped)})", level=3, table=stopped))
+    return parts
 
 
 def warnings(s: SweepData, prefix: str) -> list[Section]:
@@ -206,6 +246,7 @@ for _name, _section in [("overview", overview), ("comparison", compare)]:
 for _name, _section in [
     ("warnings", warnings),
     ("best_runs", best_runs),
+    ("search", search_summary),
     ("over_seeds", over_seeds),
     ("effects", effects),
     ("curves", curves),

@@ -50,14 +50,17 @@ def overview(sweeps: list[SweepData]) -> pd.DataFrame:
     for s in sweeps:
         states = s.summary["state"].value_counts()
         metric = s.metric
-        best = s.finished[metric].max() if metric and len(s.finished) else np.nan
-        active = sum(int(states.get(k, 0)) for k in ("FINISHED", "RUNNING", "PENDING", "MISSING"))
+        column = s.finished[metric] if metric and len(s.finished) else pd.Series(dtype=float)
+        best = column.min() if s.ascending else column.max()
+        fine = ("FINISHED", "PRUNED", "RUNNING", "PENDING", "MISSING")
+        active = sum(int(states.get(k, 0)) for k in fine)
         rows.append(
             {
                 "sweep": s.name,
                 "points": len(s.summary),
                 "finished": int(states.get("FINISHED", 0)),
                 "failed": len(s.summary) - active,
+                "pruned": int(states.get("PRUNED", 0)),
                 "running": int(states.get("RUNNING", 0)),
                 "pending": int(states.get("PENDING", 0)),
                 "gpu_hours": float(s.summary.get("gpu_hours", pd.Series(dtype=float)).sum()),
@@ -75,7 +78,7 @@ def ranked(s: SweepData, n: int | None = None) -> pd.DataFrame:
     """Finished runs, best first by the ranking metric (the first n, or all)."""
     if s.metric is None or s.finished.empty:
         return pd.DataFrame()
-    done = s.finished.sort_values(s.metric, ascending=False, kind="stable")
+    done = s.finished.sort_values(s.metric, ascending=s.ascending, kind="stable")
     return done if n is None else done.head(n)
 
 
@@ -108,7 +111,7 @@ def over_seeds(s: SweepData, n: int = 2 * TOP) -> pd.DataFrame:
     table.columns = ["seeds", f"{metric} mean", "std", "min", "max"]
     for extra in extras:
         table[f"{extra} mean"] = grouped[extra].mean()
-    table = table.sort_values(f"{metric} mean", ascending=False).head(n).reset_index()
+    table = table.sort_values(f"{metric} mean", ascending=s.ascending).head(n).reset_index()
     return table.rename(columns={c: s.short[c] for c in keys} | {"index": "setting"})
 
 
@@ -128,7 +131,7 @@ def effects(s: SweepData) -> dict[str, pd.DataFrame]:
 
 
 def failures(s: SweepData, n: int = 50) -> pd.DataFrame:
-    bad = s.summary[~s.summary["state"].isin(["FINISHED", "RUNNING", "PENDING"])]
+    bad = s.summary[~s.summary["state"].isin(["FINISHED", "PRUNED", "RUNNING", "PENDING"])]
     rows = []
     for _, row in bad.head(n).iterrows():
         rows.append(

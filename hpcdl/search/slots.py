@@ -37,6 +37,15 @@ def point_overrides(entry: Any) -> dict[str, Any]:
     return dict(record.get("params") or {}) if record else {}
 
 
+def pruned_epoch(run_dir: Path) -> int | None:
+    """The epoch after which the pruner stopped this slot's trial (None: not pruned)."""
+    try:
+        epoch = rundir.read_json(Path(run_dir) / PRUNED).get("epoch")
+    except (OSError, ValueError):
+        return None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
 def pruned_reason(run_dir: Path) -> str | None:
     """'pruned after epoch 2 (val_accuracy 0.41)' for a pruned trial, else None."""
     path = Path(run_dir) / PRUNED
