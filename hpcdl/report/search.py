@@ -30,7 +30,8 @@ def trials(s: SweepData) -> pd.DataFrame:
         table["best_so_far"] = np.nan
         return table
     value = table[metric].where(table["state"] == "FINISHED")
-    table["best_so_far"] = value.cummin() if s.ascending else value.cummax()
+    best = value.cummin() if s.ascending else value.cummax()
+    table["best_so_far"] = best.ffill()  # a pruned or failed trial keeps the best before it
     return table
 
 
