@@ -122,3 +122,32 @@ def test_a_toy_report_section_appears_in_a_real_report(tmp_path):
     assert "Runs per state" in html.read_text()
     _html, md = report([folder], refresh=False, out=lambda _m: None)
     assert "Runs per state" not in md.read_text()
+
+
+def test_a_search_method_of_a_few_lines_makes_the_points(tmp_path):
+    """ARCHITECTURE.md's recipe "A search method": a toy method registered like the built-ins
+    (every other grid point) makes the sweep's points, validated and named like any others."""
+    from hpcdl.grid import combinations
+    from hpcdl.search import SEARCH_METHODS, SearchMethod
+    from hpcdl.sweep import plan
+
+    SEARCH_METHODS.register("every_other", SearchMethod(lambda spec: combinations(spec)[::2]))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy_search",
+                "program": {"command": "true --lr {train.lr}", "workdir": str(tmp_path)},
+                "grid": {"train.lr": [0.1, 0.2, 0.3, 0.4, 0.5]},
+                "search": {"method": "every_other"},
+            }
+        )
+    )
+    try:
+        points = plan(spec)[2]
+        assert [p.overrides["train.lr"] for p in points] == [0.1, 0.3, 0.5]
+        assert points[1].command == "true --lr 0.3"
+    finally:
+        SEARCH_METHODS.unregister("every_other")
+    with pytest.raises(HpcdlError, match="unknown search method 'every_other'"):
+        plan(spec)
