@@ -21,12 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
 from hpcdl.errors import HpcdlError
 from hpcdl.registry import (
     Registry,
     Schema,
+    UserCode,
     check_arguments,
     code_path,
     describe_error,
@@ -63,15 +64,8 @@ def register_model(
     return add
 
 
-class UserModel(Schema):
+class UserModel(UserCode):
     """`name: "module:function"`; every other key is a keyword argument of that builder."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    _code: str | None = PrivateAttr(None)  # the config's `code` folder, set by TrainConfig
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 def model_kind(name: str) -> ModelKind:

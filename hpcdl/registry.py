@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from hpcdl.errors import HpcdlError
 
@@ -33,6 +33,17 @@ class Schema(BaseModel):
     """Base of a registered extension's settings: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class UserCode(Schema):
+    """Settings of a user's `module:function`: every key but `name` is a keyword argument."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    _code: str | None = PrivateAttr(None)  # the config's `code` folder, set by TrainConfig
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 def is_reference(name: str) -> bool:

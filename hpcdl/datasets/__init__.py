@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
 from hpcdl.datasets.base import Prepared
 from hpcdl.errors import HpcdlError
-from hpcdl.registry import Registry, Schema, is_reference, lazy
+from hpcdl.registry import Registry, Schema, UserCode, is_reference, lazy
 
 
 @dataclass(frozen=True)
@@ -93,20 +93,13 @@ class IndianPinesData(Schema):
         return self
 
 
-class UserData(Schema):
+class UserData(UserCode):
     """`name: "module:function"`; every other key is a keyword argument of that loader.
 
     The loader returns a mapping: ``train`` and ``test`` (and optionally ``validation``), each
     ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)`` pairs (batched or not), ``y``
     integer class labels; optionally ``n_classes`` (default: the largest label + 1).
     """
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    _code: str | None = PrivateAttr(None)  # the config's `code` folder, set by TrainConfig
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 def _prepare_user(cfg: UserData) -> Prepared:
