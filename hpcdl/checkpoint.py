@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hpcdl.errors import HpcdlError
+from hpcdl.files import write_bytes_atomic
 
 
 def save(path: Path, model: Any, optimizer: Any, attrs: dict[str, Any]) -> None:
@@ -33,25 +32,13 @@ def save(path: Path, model: Any, optimizer: Any, attrs: dict[str, Any]) -> None:
                 g.create_dataset(f"{i:04d}", data=value)
         for key, value in attrs.items():
             f.attrs[key] = value
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(buffer.getbuffer())
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, buffer.getvalue())
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         reason = err.strerror or type(err).__name__
         raise HpcdlError(
             f"cannot write checkpoint {path} ({reason}); the previous one is kept"
         ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load(path: Path, model: Any, optimizer: Any | None) -> dict[str, Any]:

@@ -29,7 +29,8 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash of the machine keeps the new name)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -58,7 +59,7 @@ def atomic_path(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

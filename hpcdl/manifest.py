@@ -17,7 +17,6 @@ import os
 import secrets
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from hpcdl import rundir
 from hpcdl.errors import HpcdlError
+from hpcdl.files import utc_now
 from hpcdl.spec import SweepSpec
 
 MANIFEST = "sweep.json"
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+now = utc_now  # the manifest's timestamps (ISO 8601, UTC)
 
 
 @dataclass

@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hpcdl import files
 from hpcdl.errors import HpcdlError
 
 CONFIG = "config.yaml"
@@ -37,34 +36,10 @@ TEXT_FIELDS = {FAILURE: ("reason", "error", "where", "time")}  # what readers pr
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace `path` with `text` in one step: readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    files.write_text_atomic(path, text)
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (a crash of the machine keeps the new name)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; the rename itself is still atomic
-    finally:
-        os.close(fd)
+fsync_dir = files.fsync_folder
 
 
 class DamagedFile(HpcdlError, ValueError):
@@ -192,7 +167,7 @@ def failure_recorded(run_dir: Path, enabled: bool = True) -> Iterator[None]:
                         "reason": reason[:500],
                         "error": type(err).__name__,
                         "where": where,
-                        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "time": files.utc_now(),
                     },
                 )
             except OSError:

@@ -16,10 +16,10 @@ MAX_ROWS runs and figures draw at most figures.MAX_POINTS.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 from hpcdl import rundir
+from hpcdl.files import utc_now
 from hpcdl.report.data import RANK_METRICS, SweepData, load
 from hpcdl.report.markdown import markdown_page
 from hpcdl.report.page import html_page
@@ -40,7 +40,7 @@ __all__ = [
 
 def build(sweeps: list[SweepData]) -> tuple[str, str]:
     """(html, markdown) of the report."""
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = utc_now()
     title = "hpcdl report: " + ", ".join(s.name for s in sweeps)
     parts = sections(sweeps)
     return html_page(title, when, parts), markdown_page(title, when, parts)

@@ -9,13 +9,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from hpcdl.config import TrainSettings
 from hpcdl.errors import HpcdlError
+from hpcdl.files import utc_now
 from hpcdl.preempt import Stopped, StopRequest, requeue_blocker, requeue_self
 from hpcdl.training.agreement import Ranks
 from hpcdl.training.results import loss_fn
@@ -142,7 +142,7 @@ class EpochLoop:
                 "data_wait_seconds": total[2] / size,
                 "steps": len(batches),
                 "ranks": size,
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "time": utc_now(),
             }
         )
         # a diverged run stops before its checkpoint replaces the last good one

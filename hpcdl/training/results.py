@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+
+from hpcdl.files import utc_now
 
 
 def classification_summary(confusion: np.ndarray) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def run_result(
             "tensorflow": tf.__version__,
             "horovod": horovod.__version__,
         },
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": utc_now(),
     }
 
 
