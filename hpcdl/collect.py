@@ -105,7 +105,9 @@ def point_row(
             if key not in row or key in RESULT_OVERRIDES:
                 if isinstance(value, (str, bool)) or _is_number(value):
                     row[key] = value
-        row["val_accuracy"] = tested_val_accuracy(records, result.get("kept_epoch"))
+        for key in ("val_accuracy", "val_mae"):  # what a sweep is ranked on (classes / regression)
+            if any(key in r for r in records):
+                row[key] = tested_value(records, result.get("kept_epoch"), key)
     elif status.state == "FINISHED":
         problems.append(f"{run_dir}: no result.json")
     if record is not None:
@@ -125,11 +127,11 @@ def point_row(
     return row, curves, problems
 
 
-def tested_val_accuracy(records: list[dict[str, Any]], kept_epoch: Any) -> float | None:
-    """The validation accuracy of the model that was tested: that of the kept epoch (keep:
-    best), else of the last epoch. What sweeps rank on, so that the test set selects nothing."""
+def tested_value(records: list[dict[str, Any]], kept_epoch: Any, key: str) -> float | None:
+    """A validation metric of the model that was tested: the kept epoch's (keep: best), else
+    the last epoch's. What sweeps rank on, so that the test set selects nothing."""
     chosen = [r for r in records if r.get("epoch") == kept_epoch] or records[-1:]
-    return _finite(chosen[-1].get("val_accuracy")) if chosen else None
+    return _finite(chosen[-1].get(key)) if chosen else None
 
 
 def collect(sweep: str | Path, out: Callable[[str], None] = print) -> pd.DataFrame:

@@ -76,7 +76,7 @@ class TrainSettings(_Strict):
     step_factor: Annotated[float, Field(gt=0, le=1)] = 0.1
     scale_lr: bool = True
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
-    loss: Literal["categorical_crossentropy", "mse"] = "categorical_crossentropy"
+    loss: Literal["categorical_crossentropy", "mse", "mae"] = "categorical_crossentropy"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     seed: int = 0
     deterministic: bool = True

@@ -153,7 +153,7 @@ def validated_points(
     spec: SweepSpec, base: dict[str, Any], combos: list[dict[str, Any]], source: str
 ) -> list[Point]:
     """The points of these overrides, each config validated (and checked to fit its model)."""
-    from hpcdl.datasets import expected_input_shape, expected_n_classes
+    from hpcdl.datasets import expected_input_shape, expected_n_classes, expected_task
     from hpcdl.models import check_fits
 
     if spec.program is not None:
@@ -170,8 +170,9 @@ def validated_points(
         where = f"{source}: point {' '.join(f'{k}={v}' for k, v in overrides.items()) or 'base'}"
         config = parse_config(raw, where)
         try:
-            shape = expected_input_shape(config.data)
-            check_fits(config.model, shape, expected_n_classes(config.data))
+            shape, task = expected_input_shape(config.data), expected_task(config.data)
+            check_fits(config.model, shape, expected_n_classes(config.data), task)
+            check_loss(config.train.loss, task)
         except HpcdlError as err:
             raise HpcdlError(f"{where}: {err}") from None
         pid = point_id(config, overrides)
@@ -181,3 +182,9 @@ def validated_points(
     if not points:
         raise HpcdlError(f"{source}: the grid is empty (exclude rules remove every point)")
     return points
+
+
+def check_loss(loss: str, task: str) -> None:
+    """A regression trains on mse or mae; cross-entropy needs classes."""
+    if task == "regression" and loss not in ("mse", "mae"):
+        raise HpcdlError(f"train.loss: {loss} needs classes; a regression trains with mse or mae")

@@ -197,28 +197,40 @@ def indian_pines_fits(cfg: IndianPines3DCNN, input_shape: tuple[int, ...]) -> No
 
 
 def build_user_model(
-    keras: Any, cfg: UserModel, input_shape: tuple[int, ...], n_classes: int
+    keras: Any,
+    cfg: UserModel,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    task: str = "classification",
 ) -> Any:
-    """Call the user's builder with input_shape, n_classes and the section's other keys."""
+    """Call the user's builder with input_shape, n_classes (regression: n_outputs) and the
+    section's other keys."""
     what = f"model {cfg.name!r}"
+    count = "n_classes" if task == "classification" else "n_outputs"
     with code_path(cfg._code):
         builder = MODELS.get(cfg.name)
-        kwargs = {"input_shape": tuple(input_shape), "n_classes": n_classes, **cfg.kwargs()}
-        check_arguments(builder, kwargs, what, given=("input_shape", "n_classes"))
+        kwargs = {"input_shape": tuple(input_shape), count: n_classes, **cfg.kwargs()}
+        check_arguments(builder, kwargs, what, given=("input_shape", count))
         try:
             model = builder(**kwargs)
         except HpcdlError:
             raise
         except Exception as err:  # the user's code may fail in any way
             raise HpcdlError(f"{what}: the builder failed ({describe_error(err)})") from None
-    check_user_model(keras, model, what, tuple(input_shape), n_classes)
+    check_user_model(keras, model, what, tuple(input_shape), n_classes, task)
     return model
 
 
 def check_user_model(
-    keras: Any, model: Any, what: str, input_shape: tuple[int, ...], n_classes: int
+    keras: Any,
+    model: Any,
+    what: str,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    task: str = "classification",
 ) -> None:
-    """A tf.keras model whose output is one probability per class (softmax), else HpcdlError."""
+    """A tf.keras model whose output is one probability per class (softmax), or one number per
+    output for regression, else HpcdlError."""
     import numpy as np
 
     if not isinstance(model, keras.Model):
@@ -234,12 +246,14 @@ def check_user_model(
             f"{what}: the model fails on a batch of input shape {input_shape} "
             f"({describe_error(err)})"
         ) from None
+    each = "one probability per class" if task == "classification" else "one number per output"
     if out.shape != (2, n_classes):
         raise HpcdlError(
             f"{what}: the model's output has shape {(None, *out.shape[1:])}, expected "
-            f"(None, {n_classes}): one probability per class"
+            f"(None, {n_classes}): {each}"
         )
-    if (out < 0).any() or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+    probabilities = (out >= 0).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3)
+    if task == "classification" and not probabilities:
         raise HpcdlError(
             f"{what}: the model's output is not softmax probabilities; end it with "
             f"Dense({n_classes}, activation='softmax') (training uses categorical cross-entropy)"
@@ -250,7 +264,12 @@ USER_MODEL = ModelKind(UserModel, build_user_model)
 _checked: set[str] = set()
 
 
-def check_fits(cfg: Any, input_shape: tuple[int, ...], n_classes: int | None = None) -> None:
+def check_fits(
+    cfg: Any,
+    input_shape: tuple[int, ...],
+    n_classes: int | None = None,
+    task: str = "classification",
+) -> None:
     """Raise HpcdlError when the model cannot be built for this input (planning, every point).
 
     Registered models check by arithmetic (no TensorFlow, so sweeps stay fast); a user's model
@@ -258,12 +277,13 @@ def check_fits(cfg: Any, input_shape: tuple[int, ...], n_classes: int | None = N
     """
     kind = model_kind(cfg.name)
     if kind is not USER_MODEL:
+        _classifies(cfg, task)
         if kind.check_fits is not None:
             kind.check_fits(cfg, tuple(input_shape))
         return
-    key = json.dumps([cfg.model_dump(mode="json"), cfg._code, list(input_shape), n_classes])
+    key = json.dumps([cfg.model_dump(mode="json"), cfg._code, list(input_shape), n_classes, task])
     if key not in _checked:
-        model = build_model(cfg, input_shape, n_classes or 0)
+        model = build_model(cfg, input_shape, n_classes or 0, task)
         del model
         _keras().backend.clear_session()  # planning many settings does not pile up graphs
         _checked.add(key)
@@ -275,6 +295,21 @@ def _keras() -> Any:
     return import_tf().keras
 
 
-def build_model(cfg: Any, input_shape: tuple[int, ...], n_classes: int) -> Any:
-    """Build the configured model for the given input shape and number of classes."""
-    return model_kind(cfg.name).build(_keras(), cfg, tuple(input_shape), n_classes)
+def build_model(
+    cfg: Any, input_shape: tuple[int, ...], n_classes: int, task: str = "classification"
+) -> Any:
+    """Build the configured model for the given input shape and number of classes (or, for
+    regression, outputs)."""
+    kind = model_kind(cfg.name)
+    if kind is USER_MODEL:
+        return build_user_model(_keras(), cfg, tuple(input_shape), n_classes, task)
+    _classifies(cfg, task)
+    return kind.build(_keras(), cfg, tuple(input_shape), n_classes)
+
+
+def _classifies(cfg: Any, task: str) -> None:
+    if task != "classification":
+        raise HpcdlError(
+            f"model: {cfg.name!r} is a classifier; a {task} data set trains a model of your "
+            "own ('module:function')"
+        )

@@ -49,6 +49,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     """Train `config` into `run_dir` on however many Horovod ranks this process belongs to."""
     from hpcdl import distributed
     from hpcdl.datasets import prepare
+    from hpcdl.grid import check_loss
     from hpcdl.models import build_model
     from hpcdl.schedules import make_optimizer, make_schedule
 
@@ -65,7 +66,8 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     # 2.-4.: everything that can be wrong with the config fails here, before anything is written
     tf.keras.utils.set_random_seed(ts.seed)
     data = prepare(config.data)  # 2. every rank loads it all and trains on its shard
-    model = build_model(config.model, data.input_shape, data.n_classes)  # 3.
+    model = build_model(config.model, data.input_shape, data.n_classes, data.task)  # 3.
+    check_loss(ts.loss, data.task)
     steps = steps_per_epoch(len(data.train), ts, ctx.size)
     schedule = make_schedule(tf, ts, ctx.size, steps)  # 4. lr x ranks, warm-up, decay
     optimizer = make_optimizer(tf, ts, schedule)

@@ -108,15 +108,15 @@ def _prepare_user(cfg: UserData) -> Prepared:
     return load_user_data(cfg.name, cfg.kwargs(), cfg._code)
 
 
-_planned: dict[str, tuple[tuple[int, ...], int]] = {}
+_planned: dict[str, tuple[tuple[int, ...], int, str]] = {}
 
 
-def _user_shape(cfg: UserData) -> tuple[tuple[int, ...], int]:
-    """Input shape and classes of a user's data: loaded once per distinct setting."""
+def _user_shape(cfg: UserData) -> tuple[tuple[int, ...], int, str]:
+    """Input shape, classes (or outputs) and task of a user's data: loaded once per setting."""
     key = json.dumps([cfg.model_dump(mode="json"), cfg._code])
     if key not in _planned:
         data = _prepare_user(cfg)
-        _planned[key] = (data.input_shape, data.n_classes)
+        _planned[key] = (data.input_shape, data.n_classes, data.task)
     return _planned[key]
 
 
@@ -144,6 +144,11 @@ def expected_n_classes(cfg: Any) -> int:
     """The number of classes a data config will produce (built-ins: without reading the data)."""
     kind = data_kind(cfg.name)
     return kind.n_classes if kind.n_classes is not None else _user_shape(cfg)[1]
+
+
+def expected_task(cfg: Any) -> str:
+    """classification (every built-in) or regression (a user's loader that says so)."""
+    return "classification" if data_kind(cfg.name) is not USER_DATA else _user_shape(cfg)[2]
 
 
 def _indian_pines_shape(cfg: IndianPinesData) -> tuple[int, ...]:

@@ -68,9 +68,10 @@ class Prepared:
     train: ArraySplit | WindowSplit | MemorySplit
     val: ArraySplit | WindowSplit | MemorySplit | None
     test: ArraySplit | WindowSplit | MemorySplit
-    n_classes: int
+    n_classes: int  # classification: classes; regression: outputs per sample
     input_shape: tuple[int, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"  # or "regression" (a user's loader may say so)
 
 
 @dataclass
@@ -108,17 +109,22 @@ def load_user_data(reference: str, kwargs: dict[str, Any], code: str | None) -> 
             "and test (and optionally validation, n_classes), each split (x, y) or a tf.data "
             "Dataset of (x, y)"
         )
-    unknown = set(out) - {"train", "validation", "test", "n_classes"}
+    unknown = set(out) - {"train", "validation", "test", "n_classes", "task"}
     if unknown:
         raise HpcdlError(f"{what}: the loader returned unknown key {sorted(unknown)[0]!r}")
+    task = out.get("task", "classification")
+    if task not in ("classification", "regression"):
+        raise HpcdlError(f"{what}: task must be classification or regression, got {task!r}")
     splits = {
-        k: _user_split(out[k], f"{what}: {k}")
+        k: _user_split(out[k], f"{what}: {k}", task)
         for k in ("train", "validation", "test")
         if out.get(k) is not None
     }
     shapes = {k: s.x.shape[1:] for k, s in splits.items()}
     if len(set(shapes.values())) > 1:
         raise HpcdlError(f"{what}: the splits' samples differ in shape: {shapes}")
+    if task == "regression":
+        return _regression_data(splits, out, what)
     top = max(int(s.labels.max()) for s in splits.values())
     n_classes = out.get("n_classes", top + 1)
     if not isinstance(n_classes, int) or isinstance(n_classes, bool) or n_classes < 2:
@@ -135,7 +141,25 @@ def load_user_data(reference: str, kwargs: dict[str, Any], code: str | None) -> 
     )
 
 
-def _user_split(split: Any, what: str) -> MemorySplit:
+def _regression_data(splits: dict[str, MemorySplit], out: dict, what: str) -> Prepared:
+    """A regression loader's splits: targets of one shape, as many outputs as they have."""
+    if "n_classes" in out:
+        raise HpcdlError(f"{what}: a regression loader returns no n_classes")
+    targets = {k: s.labels.shape[1:] for k, s in splits.items()}
+    if len(set(targets.values())) > 1:
+        raise HpcdlError(f"{what}: the splits' targets differ in shape: {targets}")
+    return Prepared(
+        train=splits["train"],
+        val=splits.get("validation"),
+        test=splits["test"],
+        n_classes=int(np.prod(splits["train"].labels.shape[1:], dtype=int)),
+        input_shape=tuple(int(d) for d in splits["train"].x.shape[1:]),
+        info={k: len(s) for k, s in splits.items()},
+        task="regression",
+    )
+
+
+def _user_split(split: Any, what: str, task: str = "classification") -> MemorySplit:
     """(x, y) arrays or a tf.data.Dataset of (x, y) -> MemorySplit, one-line errors if not."""
     if type(split).__module__.startswith("tensorflow"):
         split = _dataset_arrays(split, what)
@@ -148,6 +172,8 @@ def _user_split(split: Any, what: str) -> MemorySplit:
         y = np.asarray(split[1])
     except (TypeError, ValueError) as err:
         raise HpcdlError(f"{what}: x or y is not numeric arrays ({err})") from None
+    if task == "regression":
+        return _regression_split(x, y, what)
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.array_equal(y, y.round())):
         raise HpcdlError(
             f"{what}: y must be integer class labels, one per sample (got shape {y.shape}, "
@@ -160,6 +186,22 @@ def _user_split(split: Any, what: str) -> MemorySplit:
     if y.min() < 0:
         raise HpcdlError(f"{what}: labels must be >= 0, got {int(y.min())}")
     return MemorySplit(np.ascontiguousarray(x), y.astype(np.int64))
+
+
+def _regression_split(x: np.ndarray, y: np.ndarray, what: str) -> MemorySplit:
+    """Regression samples: y one number (or a vector of numbers) per sample, all finite."""
+    if y.ndim not in (1, 2) or len(x) != len(y) or len(y) == 0 or x.ndim < 2:
+        raise HpcdlError(
+            f"{what}: x {x.shape} and y {y.shape} must hold the same, non-zero number of "
+            "samples, y one number or one vector of numbers each"
+        )
+    try:
+        targets = y.astype(np.float32)
+    except (TypeError, ValueError) as err:
+        raise HpcdlError(f"{what}: y is not numbers ({err})") from None
+    if not np.isfinite(targets).all():
+        raise HpcdlError(f"{what}: y holds NaN or infinite targets")
+    return MemorySplit(np.ascontiguousarray(x), targets.reshape(len(targets), -1))
 
 
 def _dataset_arrays(dataset: Any, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -16,8 +16,9 @@ from hpcdl.errors import HpcdlError
 # The metric that ranks runs: the first of these that the sweep has. Change it here only.
 # Validation first: hyperparameters are chosen on validation data, the test set is reported for
 # the chosen setting; a sweep without validation data is ranked on test and the report says so.
-RANK_METRICS = ("val_accuracy", "test_accuracy", "final_accuracy")
-SELECTS_ON_TEST = {"test_accuracy"}
+RANK_METRICS = ("val_accuracy", "val_mae", "test_accuracy", "test_mae", "final_accuracy")
+SELECTS_ON_TEST = {"test_accuracy", "test_mae"}
+LOWER_IS_BETTER = {"val_mae", "test_mae"}  # regression's errors
 SEED = "hp.train.seed"
 
 
@@ -51,7 +52,9 @@ class SweepData:
     @property
     def ascending(self) -> bool:
         """Whether smaller is better for the ranking metric (a search that minimises it)."""
-        return self.search.get("direction") == "minimize" and self.metric not in RANK_METRICS
+        if self.metric in RANK_METRICS:
+            return self.metric in LOWER_IS_BETTER
+        return self.search.get("direction") == "minimize"
 
     @property
     def finished(self) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from hpcdl.report.data import SEED, SweepData
 TOP = 10
 OTHER_METRICS = (
     "test_accuracy",
+    "test_mae",
     "average_accuracy",
     "kappa",
     "test_loss",

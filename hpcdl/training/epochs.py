@@ -77,20 +77,32 @@ def steps_per_epoch(n: int, settings: TrainSettings, size: int) -> int:
 
 
 def compile_steps(
-    tf: Any, model: Any, optimizer: Any, per_sample_loss: Callable, n_classes: int, ranks: Ranks
+    tf: Any,
+    model: Any,
+    optimizer: Any,
+    per_sample_loss: Callable,
+    n_classes: int,
+    ranks: Ranks,
+    regression: bool = False,
 ) -> tuple[Callable, Callable]:
-    """The train step (gradients averaged over the ranks) and the predict step, as graphs."""
+    """The train step (gradients averaged over the ranks) and the predict step, as graphs.
+    The step's second sum is the batch's right answers, or for a regression its absolute
+    error (mean over the outputs) summed over the samples."""
 
     @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
     def train_step(x, y):
         with tf.GradientTape() as tape:
             probs = model(x, training=True)
-            loss = tf.reduce_mean(per_sample_loss(tf.one_hot(y, n_classes), probs))
+            targets = tf.cast(y, probs.dtype) if regression else tf.one_hot(y, n_classes)
+            loss = tf.reduce_mean(per_sample_loss(targets, probs))
             total = loss + tf.add_n(model.losses) if model.losses else loss
         grads = ranks.averaging(tape).gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
-        return loss * tf.cast(tf.shape(y)[0], tf.float32), correct
+        if regression:
+            score = tf.reduce_sum(tf.reduce_mean(tf.abs(targets - probs), axis=-1))
+        else:
+            score = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), y), tf.float32))
+        return loss * tf.cast(tf.shape(y)[0], tf.float32), score
 
     @tf.function(reduce_retracing=True, autograph=False)  # no source read: safe if files change
     def predict_step(x):
@@ -109,9 +121,11 @@ class EpochLoop:
         self.files: RunFiles = files
         self.say: Callable[[str], None] = say
         self.n_classes = data.n_classes
+        self.regression = data.task == "regression"
+        self.score = "mae" if self.regression else "accuracy"  # the epoch line's second metric
         self.per_sample_loss = loss_fn(tf, settings.loss, settings.label_smoothing)
         self.train_step, self.predict_step = compile_steps(
-            tf, model, optimizer, self.per_sample_loss, self.n_classes, ranks
+            tf, model, optimizer, self.per_sample_loss, self.n_classes, ranks, self.regression
         )
 
     def run(self, epoch: int, progress: Progress, stopper: StopRequest) -> dict[str, Any]:
@@ -130,9 +144,9 @@ class EpochLoop:
         total, carried_seconds = self._steps(epoch, batches, progress, stopper, t0)
         count = len(batches) * ts.batch_size * size  # full batches, equal on all ranks
         train_seconds = time.perf_counter() - t0 + carried_seconds
-        record = {"epoch": epoch, "loss": total[0] / count, "accuracy": total[1] / count}
+        record = {"epoch": epoch, "loss": total[0] / count, self.score: total[1] / count}
         if self.data.val is not None:
-            record["val_loss"], record["val_accuracy"], _ = self.evaluate(self.data.val)
+            record["val_loss"], record[f"val_{self.score}"], _ = self.evaluate(self.data.val)
         epoch_seconds = time.perf_counter() - t0 + carried_seconds
         record.update(
             {
@@ -232,7 +246,9 @@ class EpochLoop:
 
     def evaluate(self, split, with_confusion: bool = False) -> tuple[float, float, Any]:
         """Loss and accuracy on `split` (each rank takes every size-th sample; sums over ranks),
-        and the confusion matrix when asked."""
+        and the confusion matrix when asked; for a regression loss, mean absolute error, None."""
+        if self.regression:
+            return self._evaluate_regression(split)
         tf, n_classes, batch = self.tf, self.n_classes, self.settings.eval_batch_size
         idx = np.arange(len(split))[self.ranks.rank :: self.ranks.size]
         loss_sum, confusion = 0.0, np.zeros((n_classes, n_classes))
@@ -252,3 +268,15 @@ class EpochLoop:
         confusion = sums[1:].reshape(n_classes, n_classes)
         count = confusion.sum()
         return sums[0] / count, np.trace(confusion) / count, confusion if with_confusion else None
+
+    def _evaluate_regression(self, split) -> tuple[float, float, None]:
+        idx = np.arange(len(split))[self.ranks.rank :: self.ranks.size]
+        loss_sum, error_sum, batch = 0.0, 0.0, self.settings.eval_batch_size
+        for start in range(0, len(idx), batch):
+            part = idx[start : start + batch]
+            out = self.predict_step(self.tf.constant(split.take(part))).numpy()
+            truth = split.labels[part].astype(out.dtype)
+            loss_sum += float(self.per_sample_loss(truth, out).numpy().sum())
+            error_sum += float(np.abs(truth - out).mean(axis=-1).sum())
+        loss, error = self.ranks.sum([loss_sum, error_sum]) / len(split)
+        return float(loss), float(error), None

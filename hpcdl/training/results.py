@@ -34,15 +34,18 @@ def loss_fn(tf: Any, name: str, smoothing: float) -> Callable[[Any, Any], Any]:
     """Per-sample loss on one-hot targets and softmax outputs."""
     if name == "mse":
         return lambda y, p: tf.reduce_mean(tf.square(tf.cast(y, p.dtype) - p), axis=-1)
+    if name == "mae":
+        return lambda y, p: tf.reduce_mean(tf.abs(tf.cast(y, p.dtype) - p), axis=-1)
     return lambda y, p: tf.keras.losses.categorical_crossentropy(y, p, label_smoothing=smoothing)
 
 
 def epoch_line(r: dict[str, Any], epochs: int) -> str:
+    name, key = ("mae", "mae") if "mae" in r else ("acc", "accuracy")
     val = (
-        f" val_loss {r['val_loss']:.4f} val_acc {r['val_accuracy']:.4f}" if "val_loss" in r else ""
+        f" val_loss {r['val_loss']:.4f} val_{name} {r[f'val_{key}']:.4f}" if "val_loss" in r else ""
     )
     return (
-        f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} acc {r['accuracy']:.4f}{val} "
+        f"epoch {r['epoch']}/{epochs} loss {r['loss']:.4f} {name} {r[key]:.4f}{val} "
         f"lr {r['lr']:.3g} {r['epoch_seconds']:.1f}s {r['samples_per_second']:.0f} samples/s"
     )
 
@@ -82,14 +85,18 @@ def run_result(
     from hpcdl import __version__
 
     ts = config.train
-    test_loss, test_acc, confusion = test
+    test_loss, test_score, confusion = test
+    scores = (
+        {"test_mae": test_score}
+        if data.task == "regression"
+        else {"test_accuracy": test_score, **classification_summary(confusion)}
+    )
     return {
         "status": "finished",
         "model": config.model.name,
         "data": config.data.name,
         "test_loss": test_loss,
-        "test_accuracy": test_acc,
-        **classification_summary(confusion),
+        **scores,
         "epochs": ts.epochs,
         "kept": ts.keep,
         "kept_epoch": progress.best_epoch if ts.keep == "best" else ts.epochs,
@@ -113,6 +120,8 @@ def run_result(
 
 def final_line(result: dict[str, Any]) -> str:
     """The last line a finished run logs."""
+    if "test_mae" in result:
+        return f"test loss {result['test_loss']:.4f} mae {result['test_mae']:.4f}"
     return (
         f"test loss {result['test_loss']:.4f} accuracy {result['test_accuracy']:.4f} "
         f"(average accuracy {result['average_accuracy']:.4f}, kappa {result['kappa']:.4f})"
