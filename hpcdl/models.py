@@ -28,7 +28,7 @@ from hpcdl.registry import (
     Registry,
     Schema,
     UserCode,
-    check_arguments,
+    call_user_code,
     code_path,
     describe_error,
     is_reference,
@@ -207,16 +207,9 @@ def build_user_model(
     section's other keys."""
     what = f"model {cfg.name!r}"
     count = "n_classes" if task == "classification" else "n_outputs"
+    kwargs = {"input_shape": tuple(input_shape), count: n_classes, **cfg.kwargs()}
     with code_path(cfg._code):
-        builder = MODELS.get(cfg.name)
-        kwargs = {"input_shape": tuple(input_shape), count: n_classes, **cfg.kwargs()}
-        check_arguments(builder, kwargs, what, given=("input_shape", count))
-        try:
-            model = builder(**kwargs)
-        except HpcdlError:
-            raise
-        except Exception as err:  # the user's code may fail in any way
-            raise HpcdlError(f"{what}: the builder failed ({describe_error(err)})") from None
+        model = call_user_code(MODELS, cfg.name, kwargs, what, "builder", ("input_shape", count))
     check_user_model(keras, model, what, tuple(input_shape), n_classes, task)
     return model
 

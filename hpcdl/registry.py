@@ -128,6 +128,26 @@ def check_arguments(
             raise HpcdlError(f"{what}: argument {name!r} is positional-only; make it a keyword")
 
 
+def call_user_code(
+    registry: Registry,
+    name: str,
+    kwargs: dict[str, Any],
+    what: str,
+    role: str,
+    given: tuple[str, ...] = (),
+) -> Any:
+    """Call a user's `module:function` from `registry` with keyword arguments, checked first;
+    whatever it raises becomes one line naming `what` and its `role` (builder, loader)."""
+    function = registry.get(name)
+    check_arguments(function, kwargs, what, given=given)
+    try:
+        return function(**kwargs)
+    except HpcdlError:
+        raise
+    except Exception as err:  # the user's code may fail in any way
+        raise HpcdlError(f"{what}: the {role} failed ({describe_error(err)})") from None
+
+
 class Registry(Generic[T]):
     """Named objects of one kind, each registered once."""
 

@@ -91,18 +91,11 @@ class MemorySplit:
 def load_user_data(reference: str, kwargs: dict[str, Any], code: str | None) -> Prepared:
     """Call a user's `module:function` loader and check what it returns (see UserData)."""
     from hpcdl.datasets import DATASETS
-    from hpcdl.registry import check_arguments, code_path, describe_error
+    from hpcdl.registry import call_user_code, code_path
 
     what = f"data {reference!r}"
     with code_path(code):
-        loader = DATASETS.get(reference)
-        check_arguments(loader, kwargs, what)
-        try:
-            out = loader(**kwargs)
-        except HpcdlError:
-            raise
-        except Exception as err:  # the user's code may fail in any way
-            raise HpcdlError(f"{what}: the loader failed ({describe_error(err)})") from None
+        out = call_user_code(DATASETS, reference, kwargs, what, "loader")
     if not isinstance(out, dict) or not {"train", "test"} <= set(out):
         raise HpcdlError(
             f"{what}: the loader returned {type(out).__name__}; expected a mapping with train "
