@@ -151,6 +151,30 @@ def test_block_split_keeps_test_windows_free_of_training_pixels(shared_data):
     assert abs(data.info["train"] - 0.1 * sum(IP_CLASS_SIZES)) < 20
 
 
+def plain_train(shared_data) -> int:
+    return prepare(ip(shared_data, split="blocks", block_size=16)).info["train"]
+
+
+def test_block_split_validation_is_as_disjoint_as_its_test_set(shared_data):
+    """Validation carved from a block split's training pixels takes whole blocks and keeps no
+    pixel with a training pixel in its window (else it would rank settings on leaked windows)."""
+
+    def farthest(a, b):  # the smallest Chebyshev distance between two sets of pixels
+        return np.maximum(
+            np.abs(a[:, None, 0] - b[None, :, 0]), np.abs(a[:, None, 1] - b[None, :, 1])
+        ).min()
+
+    data = prepare(ip(shared_data, split="blocks", block_size=16, validation_split=0.2))
+    train, test = data.info["train_coords"], data.info["test_coords"]
+    val = data.val.coords
+    assert farthest(val, train) > 4 and farthest(test, train) > 4 and farthest(test, val) > 4
+    # whole blocks moved (about a fifth of the training pixels), then their pixels near the
+    # remaining training pixels dropped: what is left is small but disjoint
+    assert len(val) > 0 and data.info["train"] > 0.7 * plain_train(shared_data)
+    plain = prepare(ip(shared_data, split="blocks", block_size=16))
+    assert np.array_equal(test, plain.info["test_coords"])  # the test set does not change
+
+
 def test_220_band_uncorrected_cube_is_accepted(shared_data, tmp_path):
     folder = tmp_path / "indian_pines"
     folder.mkdir()

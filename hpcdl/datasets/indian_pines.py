@@ -116,18 +116,55 @@ def split_blocks(
                 chosen.append(take)
                 have[c] += len(take)
     train = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=int)
-    in_train = np.zeros(shape, dtype=bool)
-    in_train[coords[train, 0], coords[train, 1]] = True
     # a test pixel is kept only if no training pixel lies inside its window
-    r = cfg.window // 2
-    padded = np.pad(in_train, r)
-    near = np.zeros(shape, dtype=bool)
-    for dy in range(cfg.window):
-        for dx in range(cfg.window):
-            near |= padded[dy : dy + shape[0], dx : dx + shape[1]]
+    near = near_pixels(coords[train], shape, cfg.window)
     rest = np.setdiff1d(np.arange(len(labels)), train)
     test = rest[~near[coords[rest, 0], coords[rest, 1]]]
     return train, test
+
+
+def near_pixels(pixels: np.ndarray, shape: tuple[int, int], window: int) -> np.ndarray:
+    """Mask of the image's pixels whose window (window x window around them) holds one of
+    `pixels` (rows, columns)."""
+    marked = np.zeros(shape, dtype=bool)
+    marked[pixels[:, 0], pixels[:, 1]] = True
+    padded = np.pad(marked, window // 2)
+    near = np.zeros(shape, dtype=bool)
+    for dy in range(window):
+        for dx in range(window):
+            near |= padded[dy : dy + shape[0], dx : dx + shape[1]]
+    return near
+
+
+def split_validation_blocks(
+    train: np.ndarray, coords: np.ndarray, labels: np.ndarray, cfg: IndianPinesData, shape
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validation for the block split, as disjoint as its test set: whole training blocks move
+    to validation until each class has about `validation_split` of its pixels there, and a
+    validation pixel is kept only if no remaining training pixel lies inside its window."""
+    if cfg.validation_split <= 0:
+        return train, np.array([], dtype=int)
+    rng = np.random.default_rng(cfg.split_seed + 1)
+    b = cfg.block_size
+    block_of = (coords[train, 0] // b) * ((shape[1] + b - 1) // b) + coords[train, 1] // b
+    classes = np.unique(labels[train])
+    target = {c: cfg.validation_split * (labels[train] == c).sum() for c in classes}
+    have = dict.fromkeys(classes, 0)
+    moved = []
+    for block in rng.permutation(np.unique(block_of)):
+        members = train[block_of == block]
+        found, counts = np.unique(labels[members], return_counts=True)
+        # a block moves when one of its classes needs pixels and none would go far over
+        needs = any(have[c] < target[c] for c in found)
+        fits = all(have[c] + n <= 1.5 * target[c] + 1 for c, n in zip(found, counts, strict=True))
+        if needs and fits:
+            moved.append(members)
+            for c, n in zip(found, counts, strict=True):
+                have[c] += n
+    val = np.sort(np.concatenate(moved)) if moved else np.array([], dtype=int)
+    train = np.setdiff1d(train, val)
+    near = near_pixels(coords[train], shape, cfg.window)
+    return train, val[~near[coords[val, 0], coords[val, 1]]]
 
 
 def split_validation(
@@ -210,9 +247,10 @@ def prepare(cfg: IndianPinesData) -> Prepared:
     coords, labels = labelled_pixels(gt)
     if cfg.split == "random":
         train, test = split_random(labels, cfg)
-    else:
+        train, val = split_validation(train, labels, cfg.validation_split, cfg.split_seed)
+    else:  # validation as disjoint from training as the test pixels are
         train, test = split_blocks(coords, labels, cfg, gt.shape)
-    train, val = split_validation(train, labels, cfg.validation_split, cfg.split_seed)
+        train, val = split_validation_blocks(train, coords, labels, cfg, gt.shape)
     if len(test) == 0:
         raise HpcdlError(
             "data: the split leaves no test pixels; lower train_fraction or block_size"
