@@ -54,6 +54,9 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     from hpcdl.schedules import make_optimizer, make_schedule
 
     started, ts = time.time(), config.train
+    # first: a time-limit warning or preemption during the slow start (imports, data, model)
+    # must be a stop request at the first step, not SIGUSR1's default (the job dies)
+    stopper = StopRequest().install()
     files = RunFiles(Path(run_dir).resolve(), config)
     ctx = distributed.init(ts.threads, ts.deterministic)  # 1. Horovod; a GPU (or threads) each
     tf, ranks = ctx.tf, Ranks(ctx)
@@ -81,7 +84,6 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
         say(line)
 
     loop = EpochLoop(tf, ranks, data, ts, model, optimizer, schedule, files, say)
-    stopper = StopRequest().install()
     with rundir.failure_recorded(files.path, enabled=ctx.is_root):
         for epoch in range(progress.epoch + 1, ts.epochs + 1):  # 6. epochs
             record = loop.run(epoch, progress, stopper)  # averaged gradients, sums over ranks
