@@ -32,8 +32,9 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from hpcdl.states import DONE_STATES
+
 FINISHED = "FINISHED"
-DONE_STATES = ("FINISHED", "PRUNED")  # ended as planned (a pruned trial was stopped on purpose)
 ACTIVE = ("RUNNING", "PENDING")
 # display order; failures after the live states, states not listed here after these
 STATE_ORDER = (
