@@ -10,7 +10,8 @@ Splits (``split``):
 - ``blocks``: the image is cut into ``block_size`` squares assigned whole to training until each
   class has its share; test pixels whose window would reach a training pixel are dropped, so no
   test window contains a training pixel (Nalepa et al., arXiv:1811.03707).
-``validation_split`` moves that fraction of each class's training pixels to validation.
+``validation_split`` moves that fraction of each class's training pixels to validation (random);
+in the block split, whole blocks holding that fraction of each class's held-out pixels.
 
 Normalisation uses training pixels only: one mean/std (``global``, as the source) or one per band.
 Patches of all labelled pixels are cached in HDF5, keyed by the cube's content, window and border.
@@ -137,22 +138,24 @@ def near_pixels(pixels: np.ndarray, shape: tuple[int, int], window: int) -> np.n
 
 
 def split_validation_blocks(
-    train: np.ndarray, coords: np.ndarray, labels: np.ndarray, cfg: IndianPinesData, shape
+    test: np.ndarray, coords: np.ndarray, labels: np.ndarray, cfg: IndianPinesData, shape
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validation for the block split, as disjoint as its test set: whole training blocks move
-    to validation until each class has about `validation_split` of its pixels there, and a
-    validation pixel is kept only if no remaining training pixel lies inside its window."""
+    """Validation for the block split: whole blocks of the held-out pixels (none has a training
+    pixel in its window) move to validation until each class has about `validation_split` of its
+    held-out pixels there; the rest stay test. Training keeps every pixel (blocks of the training
+    share would leave a few dozen validation pixels of a few classes once the pixels next to
+    training are dropped: too few to rank settings on)."""
     if cfg.validation_split <= 0:
-        return train, np.array([], dtype=int)
+        return np.array([], dtype=int), test
     rng = np.random.default_rng(cfg.split_seed + 1)
     b = cfg.block_size
-    block_of = (coords[train, 0] // b) * ((shape[1] + b - 1) // b) + coords[train, 1] // b
-    classes = np.unique(labels[train])
-    target = {c: cfg.validation_split * (labels[train] == c).sum() for c in classes}
+    block_of = (coords[test, 0] // b) * ((shape[1] + b - 1) // b) + coords[test, 1] // b
+    classes = np.unique(labels[test])
+    target = {c: cfg.validation_split * (labels[test] == c).sum() for c in classes}
     have = dict.fromkeys(classes, 0)
     moved = []
     for block in rng.permutation(np.unique(block_of)):
-        members = train[block_of == block]
+        members = test[block_of == block]
         found, counts = np.unique(labels[members], return_counts=True)
         # a block moves when one of its classes needs pixels and none would go far over
         needs = any(have[c] < target[c] for c in found)
@@ -162,9 +165,7 @@ def split_validation_blocks(
             for c, n in zip(found, counts, strict=True):
                 have[c] += n
     val = np.sort(np.concatenate(moved)) if moved else np.array([], dtype=int)
-    train = np.setdiff1d(train, val)
-    near = near_pixels(coords[train], shape, cfg.window)
-    return train, val[~near[coords[val, 0], coords[val, 1]]]
+    return val, np.setdiff1d(test, val)
 
 
 def split_validation(
@@ -250,7 +251,7 @@ def prepare(cfg: IndianPinesData) -> Prepared:
         train, val = split_validation(train, labels, cfg.validation_split, cfg.split_seed)
     else:  # validation as disjoint from training as the test pixels are
         train, test = split_blocks(coords, labels, cfg, gt.shape)
-        train, val = split_validation_blocks(train, coords, labels, cfg, gt.shape)
+        val, test = split_validation_blocks(test, coords, labels, cfg, gt.shape)
     if len(test) == 0:
         raise HpcdlError(
             "data: the split leaves no test pixels; lower train_fraction or block_size"
