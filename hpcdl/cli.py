@@ -129,10 +129,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(_args: argparse.Namespace) -> int:
-    from hpcdl.distributed import check_horovod
+def cmd_info(args: argparse.Namespace) -> int:
+    from hpcdl import distributed  # first: it makes TensorFlow use Keras 2
 
-    print(f"hpcdl {__version__}: {check_horovod()}")
+    print(f"hpcdl {__version__}: {distributed.check_horovod()}")
+    import horovod.tensorflow as hvd
+
+    tf = distributed.import_tf()
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    ranks = args.ranks or distributed.local_ranks_here()
+    threads = distributed.cpu_threads(None, ranks)
+    for line in distributed.pinning_report(gpus, ranks, distributed.horovod_ops(hvd), threads):
+        print(line)
     return 0
 
 
@@ -233,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("info", help="check the TensorFlow + Horovod stack")
+    p = sub.add_parser("info", help="check the TensorFlow + Horovod stack and GPU pinning")
+    p.add_argument(
+        "--ranks", type=int, metavar="N", help="ranks per node to show pinning for (default: "
+        "the launcher's, else 1)"
+    )  # fmt: skip
     p.set_defaults(func=cmd_info)
     return parser
 

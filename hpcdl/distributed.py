@@ -41,16 +41,63 @@ def import_tf() -> Any:
     return tf
 
 
+def horovod_ops(hvd: Any) -> list[str]:
+    """The collective back ends Horovod was built with (MPI, Gloo, NCCL, ...)."""
+    checks = (
+        ("MPI", hvd.mpi_built),
+        ("Gloo", hvd.gloo_built),
+        ("NCCL", hvd.nccl_built),
+        ("CUDA", hvd.cuda_built),
+        ("ROCm", hvd.rocm_built),
+        ("oneCCL", hvd.ccl_built),
+    )
+    return [name for name, built in checks if built()]
+
+
 def check_horovod() -> str:
     """Describe the working stack (import already verified Horovod's TensorFlow extension)."""
     import horovod
     import horovod.tensorflow as hvd
 
     tf = import_tf()
-    ops = [name for name, built in (("MPI", hvd.mpi_built()), ("Gloo", hvd.gloo_built())) if built]
-    if not ops:
+    ops = horovod_ops(hvd)
+    if not {"MPI", "Gloo"} & set(ops):
         raise HpcdlError("Horovod has neither MPI nor Gloo support built in")
     return f"tensorflow {tf.__version__}, horovod {horovod.__version__} ({', '.join(ops)})"
+
+
+def gpu_for(local_rank: int, gpus: list[str]) -> str | None:
+    """The GPU a rank pins: its local rank's, round robin when ranks outnumber GPUs."""
+    return gpus[local_rank % len(gpus)] if gpus else None
+
+
+def pinning_report(gpus: list[str], local_ranks: int, ops: list[str], threads: int) -> list[str]:
+    """What each local rank of a node would use, and what would make GPU training slow."""
+    if not gpus:
+        return [
+            f"no GPU visible to TensorFlow: each of {local_ranks} local rank(s) trains on CPU "
+            f"with {threads} thread(s)"
+        ]
+    lines = [f"local rank {r} -> {gpu_for(r, gpus)}" for r in range(local_ranks)]
+    if local_ranks > len(gpus):
+        lines.append(
+            f"warning: {local_ranks} local ranks share {len(gpus)} GPU(s); ask for one rank per GPU"
+        )
+    if "NCCL" not in ops:
+        lines.append(
+            "warning: Horovod was built without NCCL: gradients are averaged through host memory "
+            "(rebuild with HOROVOD_GPU_OPERATIONS=NCCL, see README's GPU install)"
+        )
+    return lines
+
+
+def local_ranks_here() -> int:
+    """Ranks per node as the launcher says (mpirun, srun), else 1."""
+    for name in ("OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "PMI_LOCAL_SIZE"):
+        value = os.environ.get(name, "").split("(")[0]
+        if value.isdigit():
+            return int(value)
+    return 1
 
 
 @dataclass
@@ -95,7 +142,7 @@ def init(threads: int | None = None, deterministic: bool = True) -> Context:
     if gpus:
         for g in gpus:
             tf.config.experimental.set_memory_growth(g, True)
-        mine = gpus[hvd.local_rank() % len(gpus)]
+        mine = gpu_for(hvd.local_rank(), gpus)
         tf.config.set_visible_devices(mine, "GPU")
         gpu = mine.name
     else:
