@@ -284,6 +284,8 @@ class SearchSpec(_Strict):
     direction: Literal["maximize", "minimize"] = "maximize"
     sampler: Literal["tpe", "gp", "cmaes", "random"] = "tpe"  # optuna
     pruner: Literal["none", "median", "asha", "hyperband"] = "none"  # optuna, per epoch
+    # optuna tpe/gp: trials sampled at random before the sampler models (None: Optuna's, 10)
+    startup_trials: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
     space: dict[str, SpaceEntry] = {}
 

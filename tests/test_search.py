@@ -421,3 +421,29 @@ def test_the_told_value_is_the_tested_models(tmp_path):
     rundir.write_json_atomic(tmp_path / "result.json", {"test_accuracy": 0.8, "kept_epoch": 2})
     assert final_value(tmp_path, "val_accuracy") == 0.9  # keep: best tested epoch 2's
     assert final_value(tmp_path, "test_accuracy") == 0.8  # a result metric: result.json's
+
+
+@pytest.mark.parametrize("startup, models_from", [(None, 10), (2, 2)])
+def test_startup_trials_is_when_tpe_stops_sampling_at_random(startup, models_from):
+    """Until `startup_trials` have ended TPE draws what a random sampler with its seed draws;
+    after them it models the results (Optuna's own default: 10)."""
+    import optuna
+
+    from hpcdl.search.study import make_sampler
+    from hpcdl.spec import SearchSpec
+
+    search = SearchSpec(method="optuna", trials=12, startup_trials=startup)
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+
+    def draws(sampler) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        values = []
+        for _ in range(4):
+            trial = study.ask(dist)
+            values.append(trial.params["x"])
+            study.tell(trial, (trial.params["x"] - 0.3) ** 2)
+        return values
+
+    tpe, random = draws(make_sampler(search, 7)), draws(optuna.samplers.RandomSampler(seed=7))
+    assert tpe[:2] == random[:2]
+    assert (tpe[2:] == random[2:]) == (models_from > 2)

@@ -50,9 +50,10 @@ def make_sampler(search: SearchSpec, seed: int | None) -> optuna.samplers.BaseSa
     """The spec's sampler; TPE lies about running trials so parallel workers spread out."""
     import optuna
 
+    startup = {} if search.startup_trials is None else {"n_startup_trials": search.startup_trials}
     samplers = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True, **startup),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, **startup),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
