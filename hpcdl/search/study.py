@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,9 @@ def open_study(spec: SweepSpec, sweep_dir: Path, seed: int | None = None) -> opt
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     path = str(Path(sweep_dir) / JOURNAL)
-    storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    lock = JournalFileOpenLock(path)
+    drop_torn_record(Path(path), lock)
+    storage = JournalStorage(JournalFileBackend(path, lock_obj=lock))
     return optuna.create_study(
         storage=storage,
         study_name=spec.name,
@@ -91,6 +94,27 @@ def open_study(spec: SweepSpec, sweep_dir: Path, seed: int | None = None) -> opt
         pruner=make_pruner(spec.search),
         load_if_exists=True,
     )
+
+
+def drop_torn_record(path: Path, lock: Any) -> None:
+    """Cut a last record without its newline: what a writer killed in the middle of a write
+    leaves (Optuna would refuse every record appended after it). Under the journal's lock, so no
+    live writer is cut off; the dead one's trial is settled from the scheduler's record."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    lock.acquire()
+    try:
+        with open(path, "rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
 
 
 def suggest(trial: optuna.Trial, search: SearchSpec) -> dict[str, Any]:
