@@ -78,6 +78,8 @@ class TrainSettings(_Strict):
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
     loss: Literal["categorical_crossentropy", "mse", "mae"] = "categorical_crossentropy"
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    # flips: each training window flipped and turned by a random one of its 8 symmetries
+    augment: Literal["none", "flips"] = "none"
     seed: int = 0
     deterministic: bool = True
     steps_per_epoch: Annotated[int, Field(gt=0)] | None = None

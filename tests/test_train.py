@@ -358,3 +358,37 @@ def test_rerun_of_a_committed_point_reproduces_its_losses_bit_for_bit(env, tmp_p
     for new, old in zip(rerun, committed, strict=False):
         for key in ("epoch", "loss", "accuracy", "lr", "steps", "ranks"):
             assert new[key] == old[key], (key, new[key], old[key])
+
+
+def test_flips_turn_each_window_by_one_of_the_squares_symmetries():
+    from hpcdl.errors import HpcdlError
+    from hpcdl.training.epochs import flip_windows
+
+    x = np.random.default_rng(0).normal(size=(64, 5, 5, 3, 1))
+    out = flip_windows(x, [1, 2, 3])
+    symmetries = [lambda w, k=k: np.rot90(w, k % 4) if k < 4 else np.rot90(w, k % 4)[:, ::-1]
+                  for k in range(8)]  # fmt: skip
+    found = [next(k for k, f in enumerate(symmetries) if np.array_equal(f(a), b))
+             for a, b in zip(x, out, strict=True)]  # fmt: skip
+    assert set(found) == set(range(8))  # all eight drawn over a batch of 64
+    assert np.array_equal(flip_windows(x, [1, 2, 3]), out)  # the batch's seed decides
+    assert not np.array_equal(flip_windows(x, [1, 2, 4]), out)
+    with pytest.raises(HpcdlError, match="square windows"):
+        flip_windows(np.zeros((4, 5, 3)), [0])
+
+
+def test_training_on_flipped_windows_is_reproducible(env, tmp_path):
+    """(MNIST's windows here, for speed: the flips are the same for Indian Pines' patches.)"""
+
+    def losses(name: str, augment: str) -> list[float]:
+        run_dir = tmp_path / name
+        sets = ["train.epochs=1", "train.steps_per_epoch=6", "data.train_subset=2000"]
+        sets += ["data.test_subset=200", f"train.augment={augment}"]
+        args = [a for s in sets for a in ("--set", s)]
+        proc = hpcdl("train", MNIST, "--run-dir", str(run_dir), *args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").open()]
+
+    flipped = losses("a", "flips")
+    assert losses("b", "flips") == flipped  # same seed, same flips, same losses
+    assert losses("c", "none") != flipped

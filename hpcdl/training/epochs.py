@@ -34,6 +34,21 @@ def shard_batches(
     return [mine[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
+def flip_windows(x: np.ndarray, seed: list[int]) -> np.ndarray:
+    """Each sample of a batch of square windows (n, w, w, ...) turned by a random one of the 8
+    symmetries of the square (turns by 90 degrees, with or without a mirror), from `seed`."""
+    if x.ndim < 3 or x.shape[1] != x.shape[2]:
+        raise HpcdlError(f"train.augment: flips needs square windows, got samples of {x.shape[1:]}")
+    which = np.random.default_rng(seed).integers(0, 8, len(x))
+    out = np.empty_like(x)
+    for k in range(8):
+        chosen = which == k
+        if chosen.any():
+            turned = np.rot90(x[chosen], k % 4, axes=(1, 2))
+            out[chosen] = turned[:, :, ::-1] if k >= 4 else turned
+    return out
+
+
 def prefetch(
     batches: list[np.ndarray], take: Callable[[np.ndarray], Any], depth: int = 2
 ) -> Iterator[tuple[Any, float]]:
@@ -175,7 +190,15 @@ class EpochLoop:
         carried = progress.partial if first and self.ranks.is_root else [0.0] * 4
         sums, waited = [], 0.0
         train = self.data.train
-        feed = prefetch(batches[first:], lambda idx: (train.take(idx), train.labels[idx]))
+        seed = self.settings.seed
+
+        def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x = train.take(idx)
+            if self.settings.augment == "flips":  # the batch's own seed: a resume draws the same
+                x = flip_windows(x, [seed, epoch, *idx[:4].tolist()])
+            return x, train.labels[idx]
+
+        feed = prefetch(batches[first:], take)
         for step, ((x, y), wait) in enumerate(feed, start=first):
             waited += wait
             sums.append(self.train_step(tf.constant(x), tf.constant(y)))
