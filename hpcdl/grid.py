@@ -34,8 +34,10 @@ class Point:
 
 
 def overrides_label(overrides: dict[str, Any]) -> str:
-    """`train.lr=0.1 model.dropout=0.5`, or (base) for a point that sets nothing."""
-    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "(base)"
+    """`train.lr=0.1 model.dropout=0.5`, or (base) for a point that sets nothing; a sampled
+    float shows 4 significant digits (`train.lr=0.000285`)."""
+    shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in overrides.items()}
+    return " ".join(f"{k}={v}" for k, v in shown.items()) or "(base)"
 
 
 def get_path(raw: dict[str, Any], dotted: str, default: Any = _MISSING) -> Any:

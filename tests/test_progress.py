@@ -432,3 +432,11 @@ def test_a_real_local_sweep_watched(env, tmp_path):
     assert document["counts"]["FINISHED"] == 2 and document["estimated_seconds_left"] == 0
     assert all(p["elapsed_seconds"] > 1 for p in document["points"])
     assert failure_table(points) == ""
+
+
+def test_a_sampled_float_is_shown_with_four_significant_digits():
+    from hpcdl.grid import overrides_label
+
+    label = overrides_label({"train.lr": 0.000284995206498731, "model.dense": [128], "x": 1})
+    assert label == "train.lr=0.000285 model.dense=[128] x=1"
+    assert overrides_label({}) == "(base)"
