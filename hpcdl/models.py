@@ -96,6 +96,9 @@ class IndianPines3DCNN(Schema):
     pools: list[tuple[int, int, int]] = [(1, 1, 3), (1, 1, 3), (1, 1, 2)]
     band_padding: list[Annotated[int, Field(ge=0)]] = [2, 2, 0]
     spatial_padding: Literal["valid", "same"] = "valid"
+    # the model sees only the centre crop x crop pixels of each window (None: all of it); the
+    # data's window, and with it the split, stays as it is
+    crop: Annotated[int, Field(gt=0)] | None = None
     dense: list[Annotated[int, Field(gt=0)]] = [128, 128]
     activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
@@ -103,6 +106,8 @@ class IndianPines3DCNN(Schema):
 
     @model_validator(mode="after")
     def _same_depth(self) -> IndianPines3DCNN:
+        if self.crop is not None and self.crop % 2 == 0:
+            raise ValueError(f"crop must be odd (a centre pixel), got {self.crop}")
         n = len(self.filters)
         for key in ("kernels", "pools", "band_padding"):
             if len(getattr(self, key)) != n:
@@ -153,6 +158,9 @@ def indian_pines_3dcnn(
     reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
     inputs = keras.Input(shape=input_shape)
     x = inputs
+    if cfg.crop is not None and cfg.crop < input_shape[0]:
+        cut = (input_shape[0] - cfg.crop) // 2
+        x = keras.layers.Cropping3D(((cut, cut), (cut, cut), (0, 0)))(x)
     for kernel, filters, pool, pad in zip(
         cfg.kernels, cfg.filters, cfg.pools, cfg.band_padding, strict=True
     ):
@@ -180,6 +188,12 @@ def indian_pines_fits(cfg: IndianPines3DCNN, input_shape: tuple[int, ...]) -> No
     Pure arithmetic (no TensorFlow), so sweeps can check every point before submitting it.
     """
     shape = list(input_shape[:3])
+    if cfg.crop is not None:
+        if cfg.crop > shape[0]:
+            raise HpcdlError(
+                f"model: crop {cfg.crop} is larger than the {shape[0]}x{shape[1]} window"
+            )
+        shape[:2] = [cfg.crop, cfg.crop]
     for i, (kernel, pool, pad) in enumerate(
         zip(cfg.kernels, cfg.pools, cfg.band_padding, strict=True)
     ):

@@ -61,3 +61,26 @@ def test_mnist_cnn_is_the_source_lenet():
         "Dense",
         "Dense",
     ]
+
+
+def test_indian_pines_3dcnn_sees_only_the_centre_crop_of_each_window():
+    import numpy as np
+    import pytest
+    from pydantic import ValidationError
+
+    from hpcdl.errors import HpcdlError
+    from hpcdl.models import indian_pines_fits
+
+    cfg = IndianPines3DCNN(name="indian_pines_3dcnn", crop=5, spatial_padding="same")
+    model = build_model(cfg, (9, 9, 200, 1), 16)
+    assert model.layers[1].output_shape[1:] == (5, 5, 200, 1)
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 200, 1)).astype("float32")
+    changed = x.copy()
+    changed[:, :2] = changed[:, -2:] = 7.0  # only pixels outside the centre 5 x 5
+    assert np.array_equal(model(x).numpy(), model(changed).numpy())
+    with pytest.raises(HpcdlError, match="crop 11 is larger than the 9x9 window"):
+        indian_pines_fits(IndianPines3DCNN(name="indian_pines_3dcnn", crop=11), (9, 9, 200, 1))
+    with pytest.raises(HpcdlError, match="feature map would be empty"):  # 3x3 valid convs
+        indian_pines_fits(IndianPines3DCNN(name="indian_pines_3dcnn", crop=3), (9, 9, 200, 1))
+    with pytest.raises(ValidationError, match="crop must be odd"):
+        IndianPines3DCNN(name="indian_pines_3dcnn", crop=4)
