@@ -392,3 +392,23 @@ def test_training_on_flipped_windows_is_reproducible(env, tmp_path):
     flipped = losses("a", "flips")
     assert losses("b", "flips") == flipped  # same seed, same flips, same losses
     assert losses("c", "none") != flipped
+
+
+def test_a_run_folder_written_before_a_setting_existed_is_still_the_same_run(tmp_path):
+    """A point planned by an older hpcdl (its config.yaml lacks a setting added since) resumes:
+    the missing setting counts with its default; a value that differs is still refused."""
+    import yaml
+
+    from hpcdl.config import config_to_dict, load_config
+    from hpcdl.errors import HpcdlError
+    from hpcdl.training.runfiles import check_run_dir
+
+    config = load_config(MNIST)
+    written = config_to_dict(config)
+    del written["train"]["augment"]  # as written before train.augment existed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
+    check_run_dir(tmp_path, config)
+    written["train"]["lr"] = 0.5
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(written))
+    with pytest.raises(HpcdlError, match=r"train.lr: 0.5 -> 0.001"):
+        check_run_dir(tmp_path, config)

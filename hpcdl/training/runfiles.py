@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from hpcdl import checkpoint, rundir, tensorboard
-from hpcdl.config import TrainConfig, config_to_dict
+from hpcdl.config import TrainConfig, config_to_dict, parse_config
 from hpcdl.errors import HpcdlError
 from hpcdl.files import write_bytes_atomic
 
@@ -37,6 +37,10 @@ def check_run_dir(run_dir: Path, config: TrainConfig) -> None:
     import yaml
 
     old = yaml.safe_load(stored.read_text()) or {}
+    try:  # a setting added to hpcdl since the folder was written counts with its default
+        old = config_to_dict(parse_config(old, str(stored)))
+    except HpcdlError:
+        pass  # not a config this hpcdl reads: compared as written
     new = config_to_dict(config)
     old.pop("run_dir", None)
     new.pop("run_dir", None)
