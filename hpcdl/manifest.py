@@ -226,6 +226,10 @@ def load_manifest(sweep: str | Path) -> Manifest:
         path = path / MANIFEST
     if not path.is_file():
         raise HpcdlError(f"{sweep}: no sweep here (no {MANIFEST}); give the sweep's results folder")
+    if path.name != MANIFEST and path.suffix in (".yaml", ".yml"):
+        raise HpcdlError(
+            f"{sweep}: a spec, not a sweep; give the sweep's results folder (results/<name>)"
+        )
     manifest = _read_raw(path)
     _check_points(path, manifest)
     stored, here = manifest.sweep_dir, path.parent.resolve()

@@ -422,3 +422,10 @@ def test_a_submission_left_planned_is_submitted_from_where_the_folder_is_now(tmp
     assert str(moved / "jobs" / "a001.points") in Path(script).read_text()
     (run_dir,) = Path(moved / "jobs" / "a001.points").read_text().split()
     assert Path(run_dir).parent == moved
+
+
+def test_status_of_a_spec_file_says_to_give_the_results_folder(env):
+    """A common slip: `hpcdl status jobs/x.yaml` instead of `hpcdl status results/x`."""
+    proc = hpcdl("status", str(ROOT / "jobs" / "mnist_grid.yaml"), env=env)
+    assert proc.returncode == 2
+    assert "a spec, not a sweep; give the sweep's results folder" in proc.stderr
