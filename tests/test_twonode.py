@@ -227,7 +227,7 @@ def test_node_crash_and_time_limit_requeue_a_two_node_point_that_finishes_once_p
     folder = tmp_path / "results" / "crash"
     exe = str(Path(sys.executable).with_name("hpcdl"))
     waiter = subprocess.Popen(
-        [exe, "status", str(folder), "--wait", "--timeout", "500"],
+        [exe, "status", str(folder), "--wait", "--timeout", "900"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -281,7 +281,7 @@ def test_node_crash_and_time_limit_requeue_a_two_node_point_that_finishes_once_p
         until(lambda: poll() == "PENDING" and requeues(job) == 1, 150, every=1)
         limit(job, "10")
         release = True
-        until(lambda: poll() == "FINISHED", 400, every=1)
+        until(lambda: poll() == "FINISHED", 600, every=1)
     finally:
         if waiter.poll() is None:
             waiter.terminate()
