@@ -2,6 +2,12 @@
 
 import sys
 
-from hpcdl.cli import main
+if sys.argv[1:2] == ["train"]:
+    # before the slow imports: a time-limit warning now is a stop request, not the job's end
+    from hpcdl.preempt import catch_early
+
+    catch_early()
+
+from hpcdl.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -18,16 +18,38 @@ EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped on request with a checkpoint; resume c
 ALREADY_REQUEUED = "Job is pending execution"
 
 
+_early_signum: int | None = None  # a stop signal that came before any StopRequest was installed
+
+
+def catch_early() -> None:
+    """Take stop signals as requests from a process's first line on (`python -m hpcdl train`,
+    before its imports): SLURM sends the time-limit warning at its next 30-second check once it
+    is due within that period, so with short limits it can come while Python is still
+    starting, and SIGUSR1's default would end the job (exit 138, not requeued). The first
+    StopRequest installed takes the signal over."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _remember_early)
+
+
+def _remember_early(signum: int, _frame) -> None:
+    global _early_signum
+    if _early_signum is None:
+        _early_signum = signum
+
+
 class StopRequest:
-    """Remembers the first stop signal received."""
+    """Remembers the first stop signal received (also one caught by catch_early before)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.ignored: set[int] = set()
 
     def install(self) -> StopRequest:
+        global _early_signum
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        if self.signum is None and _early_signum is not None:
+            self.signum, _early_signum = _early_signum, None
         return self
 
     def _handle(self, signum: int, _frame) -> None:

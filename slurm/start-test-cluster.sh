@@ -57,6 +57,20 @@ fi
 install -d -o slurm -g slurm -m 0755 /var/lib/slurm/slurmctld /var/log/slurm
 install -d -o root -g root -m 0755 /var/lib/slurm/slurmd /etc/slurm
 
+# 3b. the two-node cluster (start-two-node-cluster.sh) writes the same slurm.conf: its jobs are
+#     cancelled and its node daemons stopped (its state and namespaces stay for its next start)
+for f in /run/slurmd-n*.pid; do
+  if alive "$f"; then
+    ids=$(squeue -h -o %A 2>/dev/null | tr '\n' ' ')
+    if [ -n "${ids// }" ]; then
+      log "cancelling the two-node cluster's jobs: $ids"; scancel $ids || true
+      waitfor 30 sh -c '[ -z "$(squeue -h -t R,CG)" ]' || true
+    fi
+    log "stopping the two-node cluster's $(basename "$f" .pid)"; p=$(cat "$f"); kill "$p"
+    waitfor 30 sh -c "! kill -0 $p"
+  fi
+done
+
 # 4. accounting: MariaDB + slurmdbd, so that sacct (and submitit's watcher) know job states
 if [ "$ACCT" = slurmdbd ]; then
   if ! mysqladmin ping >/dev/null 2>&1; then
@@ -69,7 +83,7 @@ if [ "$ACCT" = slurmdbd ]; then
   mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
             CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
             GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
-  cat > /etc/slurm/slurmdbd.conf <<CONF
+  NEWDBD=$(cat <<CONF
 AuthType=auth/munge
 DbdHost=localhost
 DbdAddr=127.0.0.1
@@ -84,6 +98,14 @@ StorageUser=slurm
 StoragePass=$DBPASS
 StorageLoc=slurm_acct_db
 CONF
+)
+  if [ "$NEWDBD" != "$(cat /etc/slurm/slurmdbd.conf 2>/dev/null)" ]; then
+    echo "$NEWDBD" > /etc/slurm/slurmdbd.conf
+    if alive /run/slurmdbd.pid; then  # e.g. the two-node cluster's (listening beyond loopback)
+      log "slurmdbd.conf changed: restarting slurmdbd"; p=$(cat /run/slurmdbd.pid); kill "$p"
+      waitfor 30 sh -c "! kill -0 $p"
+    fi
+  fi
   chown slurm:slurm /etc/slurm/slurmdbd.conf; chmod 0600 /etc/slurm/slurmdbd.conf
   alive /run/slurmdbd.pid || { log "starting slurmdbd"; /usr/sbin/slurmdbd; }
   # gres/gpu in the accounted TRES, so sacct's AllocTRES shows GPUs (and GPU-hours can be costed)

@@ -78,15 +78,52 @@ def slurm_up() -> bool:
     return subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
 
 
+TWO_NODES = ("n1", "n2")  # slurm/start-two-node-cluster.sh's nodes
+
+
+def slurm_nodes() -> set[str]:
+    """The nodes of the running SLURM cluster (empty without one)."""
+    if not slurm_up():
+        return set()
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True)
+    return set(proc.stdout.split()) if proc.returncode == 0 else set()
+
+
+def _missing(require: str, message: str) -> None:
+    if os.environ.get(require) == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     """The one-node test cluster (slurm/start-test-cluster.sh). scripts/test.sh starts it and sets
     HPCDL_REQUIRE_SLURM=1, so in CI a missing cluster fails instead of skipping."""
-    if not slurm_up():
-        if os.environ.get("HPCDL_REQUIRE_SLURM") == "1":
-            pytest.fail("the test SLURM cluster is not running (bash slurm/start-test-cluster.sh)")
-        pytest.skip("no SLURM cluster (run: bash slurm/start-test-cluster.sh)")
+    nodes = slurm_nodes()
+    if not nodes:
+        _missing("HPCDL_REQUIRE_SLURM", "no SLURM cluster (run: bash slurm/start-test-cluster.sh)")
+    if set(TWO_NODES) <= nodes:
+        _missing(
+            "HPCDL_REQUIRE_SLURM",
+            "the two-node cluster is running; these tests need the one-node one "
+            "(bash slurm/start-test-cluster.sh)",
+        )
     return True
+
+
+@pytest.fixture(scope="session")
+def twonode_cluster() -> tuple[str, ...]:
+    """The two-node test cluster (slurm/start-two-node-cluster.sh): nodes n1 and n2, each in its
+    own network namespace. scripts/test.sh starts it for `-m twonode` and sets
+    HPCDL_REQUIRE_TWONODE=1, so there a missing cluster fails instead of skipping."""
+    missing = [n for n in TWO_NODES if n not in slurm_nodes()]
+    if missing:
+        _missing(
+            "HPCDL_REQUIRE_TWONODE",
+            f"no two-node SLURM cluster (nodes {', '.join(missing)} not in sinfo; run: "
+            "bash slurm/start-two-node-cluster.sh)",
+        )
+    return TWO_NODES
 
 
 def sbatch_test_only(script: Path) -> subprocess.CompletedProcess:

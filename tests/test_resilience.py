@@ -265,6 +265,43 @@ def test_two_sweeps_racing_for_one_folder(slurm_cluster, env, tmp_path):
             hpcdl("cancel", str(tmp_path / "results" / name), env=env)
 
 
+def test_a_stop_signal_while_python_starts_is_a_stop_request(env, tmp_path):
+    """SLURM sends the time-limit warning at its next 30-second check once it is due within
+    that period: with a short limit it can come while the job's Python is still importing. The
+    run then stops at its first step with a checkpoint (exit 75) instead of dying of SIGUSR1
+    (exit 138, a failed job that is never requeued). The config comes through a FIFO, so the
+    signal surely arrives before training (and its own handlers) start."""
+    from tests.test_pbs import fake_command
+
+    fifo, run_dir = tmp_path / "config.yaml", tmp_path / "run"
+    os.mkfifo(fifo)
+    fake_command(tmp_path, "scontrol", f'echo "$@" > {tmp_path}/scontrol.args')
+    slurm_job = {"SLURM_JOB_ID": "41", "HPCDL_REQUEUE_MAX": "3", "SLURM_RESTART_COUNT": "0"}
+    args = ["train.epochs=1", "data.train_subset=600", "data.test_subset=300"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpcdl", "train", str(fifo), "--run-dir", str(run_dir)]
+        + sum((["--set", a] for a in args), []),
+        env={
+            **{k: v for k, v in env.items() if not k.startswith("SLURM_")},
+            **slurm_job,
+            "PATH": f"{tmp_path}{os.pathsep}{env['PATH']}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with open(fifo, "w") as config:  # returns once hpcdl opened it to read its config
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.2)
+        config.write(Path(MNIST).read_text())
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 75, out[-3000:]
+    assert "stopped by SIGUSR1 at epoch 1 step 1/" in out, out[-3000:]
+    assert (run_dir / "checkpoints" / "last.h5").exists()
+    assert (tmp_path / "scontrol.args").read_text().split() == ["requeue", "41"]
+
+
 def test_full_disk_keeps_the_last_good_checkpoint(env, tmp_path):
     """A file-size limit makes the checkpoint write fail like a full disk (EFBIG ~ ENOSPC)."""
     run_dir = tmp_path / "run"

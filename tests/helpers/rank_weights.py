@@ -1,10 +1,12 @@
-"""Train a config like `hpcdl train`, then save THIS rank's final weights to OUT/rank<r>.npz.
+"""Train a config like `hpcdl train`, then save THIS rank's final weights to OUT/rank<r>.npz
+(and the host it ran on to OUT/rank<r>.host).
 
 Run under a launcher (horovodrun / mpirun / srun) by the tests, which compare ranks' weights: the
 check that catches gradients that are silently not averaged.
 usage: rank_weights.py CONFIG RUN_DIR OUT [KEY=VALUE ...]
 """
 
+import socket
 import sys
 from pathlib import Path
 
@@ -20,3 +22,4 @@ for key, value in parse_overrides(sys.argv[4:]).items():
 outcome = train(parse_config(raw, config_path), run_dir)
 Path(out).mkdir(parents=True, exist_ok=True)
 np.savez(Path(out) / f"rank{outcome.rank}.npz", *outcome.model.get_weights())
+Path(out, f"rank{outcome.rank}.host").write_text(socket.gethostname())

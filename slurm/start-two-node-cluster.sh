@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Bring up a real two-node SLURM cluster on ONE Debian 12 machine (no systemd needed), for the
+# multi-node tests (pytest -m twonode) and CI: munge, MariaDB + slurmdbd (so `sacct` works) and
+# slurmctld in the root network namespace, and one slurmd per node, each in its own network
+# namespace (own address) and UTS namespace (own hostname), joined by a Linux bridge:
+#
+#   root ns:  bridge slurmbr0 10.123.0.1/24   slurmctld :6817, slurmdbd :6819, sbatch/sacct/...
+#   netns n1: eth0 10.123.0.11/24, hostname n1   slurmd -N n1 :6818
+#   netns n2: eth0 10.123.0.12/24, hostname n2   slurmd -N n2 :6818
+#
+# The namespaces share the file system (munge's socket, spool, the venv, results), as nodes
+# share one on a cluster. Traffic stays on 127.0.0.0/8 and the bridge's 10.123.0.0/24: the node
+# namespaces have no default route and nothing is NATed. Open MPI 4.1 (srun --mpi=pmix, or
+# mpirun inside sbatch) and Horovod reach across the nodes with no MCA setting: each node has
+# only lo and eth0. It writes /etc/slurm/slurm.conf like slurm/start-test-cluster.sh, so only one
+# of the two clusters runs at a time; each start script stops the other's slurmd.
+# Idempotent: re-running creates or starts only what is missing (a node brought down in a test
+# comes back: link up, stale PMIx sockets removed, slurmd started). Run as root.
+#
+#   bash slurm/start-two-node-cluster.sh        # ~5 s once the packages are installed
+#   bash slurm/stop-two-node-cluster.sh [--purge]
+#
+# Knobs: SLURM_NODES=N (default 2, at most 9: n1..nN), SLURM_NET=A.B.C (default 10.123.0),
+#   SLURM_CPUS_PER_NODE=N (default: all CPUs of the machine on every node, oversubscribed),
+#   SLURM_FAKE_GPUS=N (default 0: N fake gres/gpu per node), SLURM_ACCOUNTING=slurmdbd|none.
+#
+# What this sandbox needs (Slurm 22.05, found when the recipe was made):
+# - `nsenter --net` + `unshare --uts` start each slurmd, not `ip netns exec`: the latter remounts
+#   /sys, which hides /sys/fs/cgroup, and slurmd then fails ("No filesystem mounted on
+#   /sys/fs/cgroup") even with proctrack/linuxproc + task/none.
+# - TmpFS per node (%n): mpi/pmix creates its per-step directory there, and with one /tmp for
+#   all nodes the second node's step fails ("pmixp_mkdir: Cannot create directory
+#   /tmp/spmix_appdir_0_5.0: File exists").
+# - A killed slurmstepd (a crashed node) leaves its PMIx socket in the node's spool dir, and the
+#   requeued job (same job and step id) then fails there ("pmixp_usock_create_srv: Cannot bind()
+#   UNIX socket .../stepd.slurm.pmix.J.S: Address in use"): a node with nothing running in its
+#   namespace is cleaned like a reboot before its slurmd starts.
+# - No CommunicationParameters=NoCtldInAddrAny,NoInAddrAny (the one-node cluster has them): with
+#   them slurmctld, slurmdbd and srun bind to what `hostname` resolves to (127.0.0.1), which the
+#   namespaces cannot reach; without them they listen on their namespace's addresses.
+set -euo pipefail
+
+NODES=${SLURM_NODES:-2}
+NET=${SLURM_NET:-10.123.0}
+CPUS=${SLURM_CPUS_PER_NODE:-$(nproc)}
+ACCT=${SLURM_ACCOUNTING:-slurmdbd}
+FAKE_GPUS=${SLURM_FAKE_GPUS:-0}
+CLUSTER=hpcdltwonode
+DBPASS=hpcdl-test-only        # the one-node cluster's database user and password
+BRIDGE=slurmbr0
+CTL_ADDR=$NET.1
+CTL=$(hostname -s)
+STATE=/var/lib/slurm/twonode  # own state and logs: the one-node cluster keeps its own
+LOGS=/var/log/slurm/twonode
+HOSTS_TAG="# hpcdl two-node cluster"  # marks the /etc/hosts lines this script adds
+log() { echo "[two-node $(date +%T)] $*"; }
+alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+waitfor() { # waitfor SECONDS CMD...
+  local t=$1; shift
+  for _ in $(seq 1 $((t * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "timeout waiting for: $*" >&2; return 1
+}
+stop_pidfile() { # stop_pidfile PIDFILE: TERM, wait up to 30 s
+  alive "$1" || return 0
+  local p; p=$(cat "$1"); log "stopping $(basename "$1" .pid) (pid $p)"; kill "$p"
+  waitfor 30 sh -c "! kill -0 $p"
+}
+[ "$(id -u)" = 0 ] || { echo "start-two-node-cluster.sh: run as root" >&2; exit 1; }
+[[ $NODES =~ ^[1-9]$ ]] || { echo "start-two-node-cluster.sh: SLURM_NODES must be 1..9" >&2; exit 1; }
+NODE_NAMES=(); for i in $(seq 1 "$NODES"); do NODE_NAMES+=("n$i"); done
+addr() { echo "$NET.1${1#n}"; }  # n1 -> A.B.C.11
+NODELIST="n[1-$NODES]"
+
+# 1. packages (iproute2: ip netns, bridge, veth; util-linux: nsenter, unshare)
+PKGS=(slurmctld slurmd slurm-client munge openmpi-bin libpmix2 iproute2 util-linux)
+[ "$ACCT" = slurmdbd ] && PKGS+=(slurmdbd mariadb-server)
+MISSING=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || MISSING+=("$p")
+done
+if [ ${#MISSING[@]} -gt 0 ]; then
+  log "installing ${MISSING[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends install "${MISSING[@]}" >/dev/null
+fi
+
+# 2. network: a bridge with the controller's address; per node a namespace holding one end of a
+#    veth pair (eth0 inside), the other end on the bridge. Loopback up; no default route.
+ip link show "$BRIDGE" >/dev/null 2>&1 || { log "creating bridge $BRIDGE ($CTL_ADDR/24)"; ip link add "$BRIDGE" type bridge; }
+ip -4 addr show dev "$BRIDGE" | grep -q "inet $CTL_ADDR/" || ip addr add "$CTL_ADDR/24" dev "$BRIDGE"
+ip link set "$BRIDGE" up
+for n in "${NODE_NAMES[@]}"; do
+  [ -e "/run/netns/$n" ] || { log "creating network namespace $n ($(addr "$n")/24)"; ip netns add "$n"; }
+  if ! ip -n "$n" link show eth0 >/dev/null 2>&1; then
+    ip link del "veth-$n" 2>/dev/null || true  # the half left by a deleted namespace
+    ip link add "veth-$n" type veth peer name eth0 netns "$n"
+  fi
+  ip link set "veth-$n" master "$BRIDGE" up
+  ip -n "$n" link set lo up
+  ip -n "$n" -4 addr show dev eth0 | grep -q "inet $(addr "$n")/" || ip -n "$n" addr add "$(addr "$n")/24" dev eth0
+  ip -n "$n" link set eth0 up  # also what brings a node back after a test took its link down
+done
+
+# 3. names: every node name resolves to its namespace's address (Slurm, mpirun's orted, Horovod).
+#    The lines are tagged so that the stop script removes exactly these.
+for n in "${NODE_NAMES[@]}"; do
+  line="$(addr "$n") $n $HOSTS_TAG"
+  grep -qxF "$line" /etc/hosts && continue
+  if grep -qE "^[^#]*[[:space:]]$n([[:space:]]|\$)" /etc/hosts; then
+    echo "start-two-node-cluster.sh: /etc/hosts maps the node name $n elsewhere; free it first" >&2; exit 1
+  fi
+  echo "$line" >> /etc/hosts; log "/etc/hosts: added '$line'"
+done
+getent hosts "$CTL" >/dev/null || echo "127.0.0.1 $CTL" >> /etc/hosts
+
+# 4. munge: its socket (/run/munge) is on the shared file system: one munged serves every node
+if [ ! -s /etc/munge/munge.key ]; then
+  mkdir -p /etc/munge
+  mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
+fi
+chown -R munge:munge /etc/munge; chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
+install -d -o munge -g munge -m 0755 /run/munge
+install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
+if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+  log "starting munged"; runuser -u munge -- /usr/sbin/munged
+  waitfor 10 sh -c 'munge -n | unmunge'
+fi
+install -d -o slurm -g slurm -m 0755 "$STATE" "$STATE/slurmctld" /var/log/slurm "$LOGS"
+install -d -o root -g root -m 0755 /etc/slurm
+for n in "${NODE_NAMES[@]}"; do
+  install -d -o root -g root -m 0755 "$STATE/slurmd-$n"
+  install -d -o root -g root -m 1777 "$STATE/tmp-$n"
+done
+
+# 5. accounting: MariaDB + slurmdbd. slurmdbd listens on the root namespace's addresses (no
+#    NoInAddrAny), so that sacct inside jobs (the collect job) reaches it at the bridge address.
+if [ "$ACCT" = slurmdbd ]; then
+  if ! mysqladmin ping >/dev/null 2>&1; then
+    log "starting mariadb"
+    service mariadb start >/dev/null 2>&1 || {
+      install -d -o mysql -g mysql /run/mysqld
+      (setsid mysqld_safe --bind-address=127.0.0.1 >/dev/null 2>&1 &) ; }
+    waitfor 60 mysqladmin ping
+  fi
+  mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+            CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
+            GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  NEWDBD=$(cat <<CONF
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=$CTL_ADDR
+DbdPort=6819
+SlurmUser=slurm
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=/run/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=$DBPASS
+StorageLoc=slurm_acct_db
+CONF
+)
+  if [ "$NEWDBD" != "$(cat /etc/slurm/slurmdbd.conf 2>/dev/null)" ]; then
+    echo "$NEWDBD" > /etc/slurm/slurmdbd.conf
+    stop_pidfile /run/slurmdbd.pid  # the one-node cluster's (loopback only)
+  fi
+  chown slurm:slurm /etc/slurm/slurmdbd.conf; chmod 0600 /etc/slurm/slurmdbd.conf
+  alive /run/slurmdbd.pid || { log "starting slurmdbd"; /usr/sbin/slurmdbd; }
+  ACCT_CONF=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost='"$CTL_ADDR"$'\nAccountingStoragePort=6819\nAccountingStorageTRES=gres/gpu'
+else
+  ACCT_CONF="AccountingStorageType=accounting_storage/none"
+fi
+
+# 6. slurm.conf. The settings the tests rely on are the one-node cluster's: JobRequeue=1 (jobs
+#    requeue after a node failure), OverTimeLimit=0, sched_interval=2, ReturnToService=2 (a node
+#    that comes back is used again), DefMemPerCPU, kill_invalid_depend. Besides:
+#  - SlurmctldHost: this host's name (slurmctld checks it) at the bridge's address.
+#  - %n: each slurmd its own spool dir, pid file, log and TmpFS (see the header).
+#  - SlurmdTimeout=10: a node that stops answering is DOWN (NODE_FAIL, its jobs requeued) after
+#    10-15 s instead of the default 300 s; slurmctld pings every SlurmdTimeout/3 s.
+#  - every node sees the whole machine: CPUs=$CPUS each, 90 % of the memory shared out.
+HW=$(slurmd -C | head -1)
+val() { echo "$HW" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+MEM=$(( $(val RealMemory) * 9 / 10 / NODES ))
+if [ "$CPUS" = "$(val CPUs)" ]; then  # the real topology, so that slurmd's report matches
+  CPU_CONF="CPUs=$CPUS Boards=$(val Boards) SocketsPerBoard=$(val SocketsPerBoard) CoresPerSocket=$(val CoresPerSocket) ThreadsPerCore=$(val ThreadsPerCore)"
+else
+  CPU_CONF="CPUs=$CPUS"
+fi
+GRES_NODE=""; GRES_TYPES=""
+if [ "$FAKE_GPUS" -gt 0 ]; then
+  for i in $(seq 0 $((FAKE_GPUS - 1))); do
+    [ -c /var/lib/slurm/fakegpu$i ] || { rm -f /var/lib/slurm/fakegpu$i; mknod -m 666 /var/lib/slurm/fakegpu$i c 1 3; }
+  done
+  echo "NodeName=$NODELIST Name=gpu File=/var/lib/slurm/fakegpu[0-$((FAKE_GPUS - 1))]" > /etc/slurm/gres.conf
+  GRES_NODE="Gres=gpu:$FAKE_GPUS"; GRES_TYPES="GresTypes=gpu"
+else
+  rm -f /etc/slurm/gres.conf
+fi
+NODE_LINES=$(for n in "${NODE_NAMES[@]}"; do
+  echo "NodeName=$n NodeAddr=$(addr "$n") $CPU_CONF RealMemory=$MEM $GRES_NODE State=UNKNOWN"
+done)
+NEWCONF=$(cat <<CONF
+ClusterName=$CLUSTER
+SlurmctldHost=$CTL($CTL_ADDR)
+SlurmUser=slurm
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+ReturnToService=2
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd-%n.pid
+SlurmctldPort=6817
+SlurmdPort=6818
+StateSaveLocation=$STATE/slurmctld
+SlurmdSpoolDir=$STATE/slurmd-%n
+TmpFS=$STATE/tmp-%n
+SlurmctldLogFile=$LOGS/slurmctld.log
+SlurmdLogFile=$LOGS/slurmd-%n.log
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=1000
+MaxArraySize=${SLURM_MAX_ARRAY_SIZE:-1001}
+DependencyParameters=kill_invalid_depend
+$GRES_TYPES
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=2
+$ACCT_CONF
+JobRequeue=1
+MinJobAge=300
+KillWait=5
+OverTimeLimit=0
+InactiveLimit=0
+Waittime=0
+SlurmdTimeout=10
+$NODE_LINES
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+)
+CHANGED=0
+if [ "$NEWCONF" != "$(cat /etc/slurm/slurm.conf 2>/dev/null)" ]; then
+  echo "$NEWCONF" > /etc/slurm/slurm.conf; CHANGED=1
+fi
+if [ "$ACCT" = slurmdbd ]; then
+  waitfor 60 sacctmgr -n list cluster
+  sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+fi
+
+# 7. daemons. The one-node cluster's slurmd holds the other configuration: stop it. Then the
+#    controller, and one slurmd per node: `nsenter --net` puts it in the node's namespace,
+#    `unshare --uts` gives it (and every job step it starts) the node's hostname.
+stop_pidfile /run/slurmd.pid
+if [ $CHANGED = 1 ]; then
+  for f in /run/slurmd-n*.pid /run/slurmctld.pid; do
+    alive "$f" && { log "config changed"; stop_pidfile "$f"; }
+  done
+fi
+alive /run/slurmctld.pid || { log "starting slurmctld"; /usr/sbin/slurmctld; }
+waitfor 30 scontrol ping
+for n in "${NODE_NAMES[@]}"; do
+  alive "/run/slurmd-$n.pid" && continue
+  if [ -z "$(ip netns pids "$n")" ]; then  # nothing runs on the node: clean up as a reboot does
+    rm -rf "$STATE/slurmd-$n"/stepd.slurm.pmix.* "$STATE/slurmd-$n"/pmix.* "${STATE:?}/tmp-$n"/*
+  fi
+  log "starting slurmd $n in netns $n"
+  nsenter --net="/run/netns/$n" unshare --uts sh -c "hostname $n && exec /usr/sbin/slurmd -N $n"
+done
+nodes_in() { [ "$(sinfo -h -N -n "$NODELIST" -o %t | grep -cE "^($1)\$")" -eq "$NODES" ]; }
+waitfor 30 nodes_in 'idle|mix|alloc|comp|down|drain|inval|fail|maint'  # registered ('*': not yet)
+if sinfo -h -n "$NODELIST" -o %t | grep -Eq 'down|drain|inval|fail'; then
+  scontrol update nodename="$NODELIST" state=resume 2>/dev/null || true
+fi
+waitfor 30 nodes_in 'idle|mix|alloc|comp'
+# a smoke test when the nodes are free: one task per node, each in its own namespace
+if [ -z "$(squeue -h 2>/dev/null)" ]; then
+  timeout 60 srun -N "$NODES" -n "$NODES" -t 1 sh -c 'echo "$(hostname) $(ip -4 -o addr show dev eth0 | awk "{print \$4}")"' |
+    sort | sed 's/^/  srun: /'
+fi
+log "cluster up: $(sinfo -h -o '%P %D %t %N %C' | head -1) (partition nodes state names cpus A/I/O/T)"
