@@ -8,6 +8,7 @@ PENDING / RUNNING (active), the states `hpcdl resume` reruns (RERUN_STATES), and
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,10 @@ ERROR_WORDS = (
 )
 # srun names each task it saw end badly; the first is the cause, the later ones it stopped itself
 SRUN_TASK_ERROR = re.compile(r"^srun: error: \S+: tasks? [\d,-]+: ")
+# TensorFlow's C++ log lines: absl's `E0000 00:00:...` and `2026-12-01 10:00:00.123: W ...`
+TF_LOG_LINE = re.compile(
+    r"^([IWE]\d{4} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] )"
+)
 
 
 def last_error_line(run_dir: Path, name: str = "job.out") -> str:
@@ -69,10 +74,25 @@ def last_error_line(run_dir: Path, name: str = "job.out") -> str:
     first_task = next((line for line in lines if SRUN_TASK_ERROR.match(line)), None)
     if first_task is not None:
         return first_task[:300]
-    for line in reversed(lines):
-        if any(word in line for word in ERROR_WORDS):
-            return line.lstrip("* ")[:300]
+    # TensorFlow's own C++ log lines (`E0000 00:00:...`, often harmless Grappler notes) only
+    # when nothing else looks like an error
+    for allowed in (lambda line: not TF_LOG_LINE.match(line), lambda line: True):
+        for line in reversed(lines):
+            if allowed(line) and any(word in line for word in ERROR_WORDS):
+                return line.lstrip("* ")[:300]
     return ""
+
+
+def exit_text(code: int) -> str:
+    """`exit 1`; `exit 137 (SIGKILL: out of memory, or killed)` for a signal's exit status."""
+    if 128 < code < 160:
+        try:
+            name = signal.Signals(code - 128).name
+        except ValueError:
+            return f"exit {code}"
+        hint = ": out of memory, or killed" if name == "SIGKILL" else ""
+        return f"exit {code} ({name}{hint})"
+    return f"exit {code}"
 
 
 BASE_REASONS = {
@@ -109,7 +129,7 @@ def point_state(
     elif state in BASE_REASONS:
         parts = [BASE_REASONS[state]]
     else:
-        parts = [f"exit {record.exit_code}"] if record.exit_code not in (None, 0) else []
+        parts = [exit_text(record.exit_code)] if record.exit_code not in (None, 0) else []
     failure = run_dir / rundir.FAILURE
     if failure.exists():
         try:

@@ -130,3 +130,24 @@ def test_horovodrun_is_called_by_its_path_and_refused_across_nodes(tmp_path, bac
         path.write_text(yaml.safe_dump({**spec, "resources": {"nodes": 2, "tasks_per_node": 2}}))
         with pytest.raises(HpcdlError, match="horovodrun starts the ranks of other nodes over ssh"):
             sweep.plan(path)
+
+
+def test_a_killed_run_says_which_signal_and_skips_tensorflows_own_log_lines(tmp_path):
+    """Exit 137 of a run the kernel killed for memory, whose log ends with a harmless Grappler
+    note that says 'error:'; a real error line above it is still the one named."""
+    from hpcdl.backends.base import JobRecord
+    from hpcdl.states import point_state
+
+    (tmp_path / "job.out").write_text(
+        "== 2026-12-01T23:00:00 local job 7 on vm: 1 rank(s)\n"
+        "epoch 3/10 loss 1.2\n"
+        "E0000 00:00:1796166442.246404    3841 meta_optimizer.cc:966] remapper failed: "
+        "INVALID_ARGUMENT: Mutation::Apply error: fanout 'gradient_tape/x' exist\n"
+    )
+    record = JobRecord(state="FAILED", exit_code=137)
+    state, reason = point_state(tmp_path, True, record)
+    assert state == "FAILED"
+    assert reason.startswith("exit 137 (SIGKILL: out of memory, or killed)")
+    with (tmp_path / "job.out").open("a") as log:
+        log.write("ValueError: bad shape\nE0000 00:00:17.1 1 x.cc:1] remapper failed: error: x\n")
+    assert last_error_line(tmp_path) == "ValueError: bad shape"
