@@ -96,20 +96,42 @@ def spec_for(workload: str, method: str, rep: int, parallel: int) -> dict:
 
 
 def run_sweep(workload: str, method: str, rep: int, parallel: int) -> Path:
-    """Run one sweep to the end (skipped when its summary exists) and write its report."""
+    """Run one sweep to the end and write its report; a folder that exists is resumed (its
+    failed points, e.g. killed for memory, run again), one whose points all ended is kept."""
     folder = OUT / workload / f"{method}_rep{rep}"
-    if (folder / "summary.csv").exists():
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    specs = OUT / "specs"
-    specs.mkdir(parents=True, exist_ok=True)
-    path = specs / f"{workload}_{method}_rep{rep}.yaml"
-    path.write_text(yaml.safe_dump(spec_for(workload, method, rep, parallel), sort_keys=False))
     hpcdl = [sys.executable, "-m", "hpcdl"]
-    subprocess.run([*hpcdl, "sweep", str(path)], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*hpcdl, "report", str(folder)], check=True, stdout=subprocess.DEVNULL)
-    (folder / "report.html").unlink(missing_ok=True)  # 6 MB each; report.md stays
+    for _ in range(3):
+        if (folder / "sweep.json").exists():
+            if all_ended(folder):
+                break
+            cmd = [*hpcdl, "resume", str(folder)]
+        else:
+            specs = OUT / "specs"
+            specs.mkdir(parents=True, exist_ok=True)
+            path = specs / f"{workload}_{method}_rep{rep}.yaml"
+            spec = spec_for(workload, method, rep, parallel)
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
+            cmd = [*hpcdl, "sweep", str(path)]
+        subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+    if not all_ended(folder):
+        raise SystemExit(f"{folder}: points still failed after three tries (hpcdl status)")
+    if not (folder / "report.md").exists():
+        subprocess.run([*hpcdl, "report", str(folder)], check=True, stdout=subprocess.DEVNULL)
+        (folder / "report.html").unlink(missing_ok=True)  # 6 MB each; report.md stays
     return folder
+
+
+def all_ended(folder: Path) -> bool:
+    """Every point of the sweep finished or was pruned (hpcdl status --json)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpcdl", "status", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        return False
+    points = json.loads(proc.stdout)["points"]
+    return all(p["state"] in ("FINISHED", "PRUNED") for p in points)
 
 
 def trial_table(folder: Path) -> pd.DataFrame:
