@@ -23,6 +23,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,22 +44,56 @@ CONFIGS = {
 BATCH = {"mnist": 128, "indian_pines": 50}
 
 
-def run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+def run(cmd: list[str], env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, env={**ENV, **(env or {})}, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
 
 
-def hpcdl_epochs(
-    model: str, folder: Path, sets: list[str], launcher: list[str] | None = None
-) -> list[dict]:
-    run_dir = folder / "run"
+def train_command(
+    model: str, run_dir: Path, sets: list[str], launcher: list[str] | None = None
+) -> list[str]:
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [*(launcher or []), HPCDL, "train", str(CONFIGS[model]), "--run-dir", str(run_dir)]
     for s in sets:
         cmd += ["--set", s]
-    run(cmd)
+    return cmd
+
+
+def epochs_of(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def hpcdl_epochs(
+    model: str,
+    folder: Path,
+    sets: list[str],
+    launcher: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> list[dict]:
+    run_dir = folder / "run"
+    run(train_command(model, run_dir, sets, launcher), env)
+    return epochs_of(run_dir)
+
+
+def together(model: str, folder: Path, sets: list[str], n: int = 2) -> list[list[dict]]:
+    """`n` independent one-process trainings started at once (no Horovod communication)."""
+    dirs = [folder / f"alone{i}" for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            train_command(model, d, sets),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for d in dirs
+    ]
+    errors = [p.communicate()[1] for p in procs]
+    for p, err in zip(procs, errors, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"failed: {' '.join(p.args)}\n{err[-2000:]}")
+    return [epochs_of(d) for d in dirs]
 
 
 def after_warmup(values: list[float]) -> float:
@@ -107,45 +143,79 @@ def throughput(model: str, epochs: int, threads: int, repeats: int, folder: Path
     }
 
 
-def scaling(model: str, epochs: int, repeats: int, folder: Path) -> dict:
-    batch = BATCH[model] - BATCH[model] % 2
+LAUNCHERS = {  # as hpcdl's local backend starts its ranks (hpcdl/backends/local.py)
+    "gloo": lambda n: ["horovodrun", "-np", str(n), "-H", f"localhost:{n}", "--gloo"],
+    "mpi": lambda n: ["mpirun", "-np", str(n), "--bind-to", "none"],
+}
+
+
+def scaling_base(model: str, epochs: int) -> list[str]:
     base = [f"train.epochs={epochs}", "train.threads=1", "train.scale_lr=false"]
     if model == "mnist":
         base.append("data.train_subset=24000")
-    launchers = {
-        "gloo": lambda n: ["horovodrun", "-np", str(n), "-H", f"localhost:{n}", "--gloo"],
-        "mpi": lambda n: ["mpirun", "-np", str(n), "--bind-to", "none"],
+    return base
+
+
+def speed(records: list[dict]) -> float:
+    return after_warmup([e["samples_per_second"] for e in records])
+
+
+def scaling(
+    model: str,
+    epochs: int,
+    repeats: int,
+    folder: Path,
+    variants: dict[str, tuple[Callable[[int], list[str]], dict[str, str]]] | None = None,
+) -> dict:
+    """Per launcher (or variant: launcher prefix, extra environment): 1 rank x batch B against
+    2 ranks x B/2 (efficiency = throughput(2) / (2 x throughput(1))), and in the same rotation
+    the machine's ceiling for that comparison: one process of 1 thread x B/2 alone against two
+    such processes at once, each taking as many steps per epoch as a rank (no communication;
+    ceiling = (throughput_a + throughput_b) / (2 x throughput alone)). of_ceiling is each
+    repeat's efficiency over the same repeat's ceiling, median over repeats."""
+    batch = BATCH[model] - BATCH[model] % 2
+    base = scaling_base(model, epochs)
+    variants = variants or {name: (launcher, {}) for name, launcher in LAUNCHERS.items()}
+    runs = [(name, n) for name in variants for n in (2, 1)] + [("alone", 1), ("pair", 2)]
+    got: dict[tuple[str, int], list] = {r: [] for r in runs}
+    steps = None  # a rank's steps per epoch, from the first Horovod run
+    skews = []
+    for r in range(repeats):
+        for name, n in runs[r % len(runs) :] + runs[: r % len(runs)]:
+            if name in ("alone", "pair"):
+                sets = [*base, f"train.batch_size={batch // 2}", f"train.steps_per_epoch={steps}"]
+                done = together(model, folder, sets, n)
+                got[name, n].append([speed(x) for x in done])
+                ends = [datetime.fromisoformat(x[-1]["time"]).timestamp() for x in done]
+                skews.append(max(ends) - min(ends))
+            else:
+                launcher, env = variants[name]
+                sets = [*base, f"train.batch_size={batch // n}"]
+                records = hpcdl_epochs(model, folder, sets, launcher(n), env)
+                steps = steps or records[0]["steps"]
+                got[name, n].append(speed(records))
+    alone = [x[0] for x in got["alone", 1]]
+    ceilings = [sum(p) / (2 * a) for p, a in zip(got["pair", 2], alone, strict=True)]
+    out = {
+        "ceiling": {
+            "alone": statistics.median(alone),
+            "pair": statistics.median(sum(p) for p in got["pair", 2]),
+            "ceiling_median": statistics.median(ceilings),
+            "ceilings": ceilings,
+            "pair_end_skew_seconds": max(skews),
+        }
     }
-    out = {}
-    for name, launcher in launchers.items():
-        one, two = [], []
-        for _ in range(repeats):
-            one.append(
-                after_warmup(
-                    [
-                        e["samples_per_second"]
-                        for e in hpcdl_epochs(
-                            model, folder, [*base, f"train.batch_size={batch}"], launcher(1)
-                        )
-                    ]
-                )
-            )
-            two.append(
-                after_warmup(
-                    [
-                        e["samples_per_second"]
-                        for e in hpcdl_epochs(
-                            model, folder, [*base, f"train.batch_size={batch // 2}"], launcher(2)
-                        )
-                    ]
-                )
-            )
+    for name in variants:
+        one, two = got[name, 1], got[name, 2]
         effs = [t / (2 * o) for o, t in zip(one, two, strict=True)]
+        fractions = [e / c for e, c in zip(effs, ceilings, strict=True)]
         out[name] = {
             "one_rank": statistics.median(one),
             "two_ranks": statistics.median(two),
             "efficiency_median": statistics.median(effs),
             "efficiencies": effs,
+            "of_ceiling": statistics.median(fractions),
+            "of_ceiling_each": fractions,
         }
     return out
 
@@ -225,16 +295,32 @@ def main() -> None:
         "",
         "## Horovod on one machine: 1 rank x 1 thread vs 2 ranks x 1 thread, same global batch",
         "",
-        "| model | launcher | 1 rank samples/s | 2 ranks samples/s | efficiency |",
-        "|---|---|---|---|---|",
+        "The ceiling is what this machine gives two single-threaded processes without any "
+        "communication: one process of 1 thread at a rank's batch alone, and two such "
+        "processes started together (each as many steps per epoch as a rank), measured in "
+        "the same rotation as the Horovod runs; ceiling = (a + b) / (2 x alone).",
+        "",
+        "| model | one process alone samples/s | two at once (sum) | ceiling |",
+        "|---|---|---|---|",
         *(
-            f"| {m} | {name} | {v['one_rank']:.0f} | {v['two_ranks']:.0f} | "
-            f"{v['efficiency_median']:.2f} |"
+            f"| {m} | {s[m]['ceiling']['alone']:.0f} | {s[m]['ceiling']['pair']:.0f} | "
+            f"{s[m]['ceiling']['ceiling_median']:.2f} |"
             for m in s
-            for name, v in s[m].items()
         ),
         "",
-        "Reference: Horovod reports 90% efficiency for Inception V3 on 128 servers x 4 GPUs.",
+        "| model | launcher | 1 rank samples/s | 2 ranks samples/s | efficiency | of ceiling |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {m} | {name} | {v['one_rank']:.0f} | {v['two_ranks']:.0f} | "
+            f"{v['efficiency_median']:.2f} | {v['of_ceiling']:.2f} |"
+            for m in s
+            for name, v in s[m].items()
+            if name != "ceiling"
+        ),
+        "",
+        "Efficiency = throughput(2 ranks) / (2 x throughput(1 rank)); of ceiling = efficiency / "
+        "ceiling, per repeat, median. Reference: Horovod reports 90% efficiency for Inception V3 "
+        "on 128 servers x 4 GPUs.",
         "",
         "## Input pipeline (Indian Pines, 2 threads)",
         "",
