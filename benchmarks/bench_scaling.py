@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_train import (  # noqa: E402
     BATCH,
     ROOT,
+    cpu_ms_per_sample,
     hpcdl_epochs,
     scaling_base,
     speed,
@@ -42,22 +44,27 @@ def horovodrun(*extra: str):
 
 
 NONE = ("--bind-to", "none")
-# name: (launcher's baseline name, launcher prefix, environment for the ranks)
+BUSY = {"OMPI_MCA_mpi_yield_when_idle": "0"}  # Open MPI's own default (hpcdl sets 1)
+# name: (launcher's baseline name, launcher prefix, environment for the ranks); "mpi" and "gloo"
+# are hpcdl's defaults (hpcdl/distributed.py RANK_DEFAULTS, the local backend's launchers)
 VARIANTS = {
     "mpi": ("mpi", mpirun(*NONE), {}),
+    "mpi_busy_poll": ("mpi", mpirun(*NONE), BUSY),
+    "mpi_busy_poll_bind_core": ("mpi", mpirun("--bind-to", "core"), BUSY),
     "mpi_bind_core": ("mpi", mpirun("--bind-to", "core"), {}),
-    "mpi_yield": ("mpi", mpirun(*NONE), {"OMPI_MCA_mpi_yield_when_idle": "1"}),
-    "mpi_cycle_0.2": ("mpi", mpirun(*NONE), {"HOROVOD_CYCLE_TIME": "0.2"}),
+    "mpi_cycle_0.5": ("mpi", mpirun(*NONE), {"HOROVOD_CYCLE_TIME": "0.5"}),
+    "mpi_cycle_2": ("mpi", mpirun(*NONE), {"HOROVOD_CYCLE_TIME": "2"}),
     "mpi_cycle_5": ("mpi", mpirun(*NONE), {"HOROVOD_CYCLE_TIME": "5"}),
     "mpi_cycle_20": ("mpi", mpirun(*NONE), {"HOROVOD_CYCLE_TIME": "20"}),
     "mpi_no_fusion": ("mpi", mpirun(*NONE), {"HOROVOD_FUSION_THRESHOLD": "0"}),
     "mpi_no_cache": ("mpi", mpirun(*NONE), {"HOROVOD_CACHE_CAPACITY": "0"}),
     "mpi_affinity": ("mpi", mpirun(*NONE), {"HOROVOD_THREAD_AFFINITY": "0,1"}),
-    "mpi_gloo_ops": ("mpi", mpirun(*NONE), {"HOROVOD_CPU_OPERATIONS": "gloo"}),
     "gloo": ("gloo", horovodrun(), {}),
-    "gloo_cycle_0.2": ("gloo", horovodrun(), {"HOROVOD_CYCLE_TIME": "0.2"}),
+    "gloo_cycle_0.5": ("gloo", horovodrun(), {"HOROVOD_CYCLE_TIME": "0.5"}),
+    "gloo_cycle_2": ("gloo", horovodrun(), {"HOROVOD_CYCLE_TIME": "2"}),
     "gloo_cycle_5": ("gloo", horovodrun(), {"HOROVOD_CYCLE_TIME": "5"}),
     "gloo_cycle_20": ("gloo", horovodrun(), {"HOROVOD_CYCLE_TIME": "20"}),
+    "gloo_no_fusion": ("gloo", horovodrun(), {"HOROVOD_FUSION_THRESHOLD": "0"}),
     "gloo_no_cache": ("gloo", horovodrun(), {"HOROVOD_CACHE_CAPACITY": "0"}),
     "gloo_affinity": ("gloo", horovodrun(), {"HOROVOD_THREAD_AFFINITY": "0,1"}),
 }
@@ -83,6 +90,8 @@ def main() -> None:
     if not args.no_ceiling:
         runs += [("alone", ""), ("pair", "")]
     got: dict[tuple[str, str], list] = {r: [] for r in runs}
+    cpu: dict[tuple[str, str], list] = {r: [] for r in runs}  # CPU ms per sample, all ranks
+    loads = [os.getloadavg()[0]]
     steps, started = args.steps, datetime.now().isoformat(timespec="seconds")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -97,11 +106,10 @@ def main() -> None:
                         steps = one[0]["steps"]
                     sets = [*base, f"train.batch_size={batch // 2}"]
                     sets.append(f"train.steps_per_epoch={steps}")
-                    got[kind, name].append(
-                        [
-                            speed(x)
-                            for x in together(model, folder, sets, 1 if kind == "alone" else 2)
-                        ]
+                    done = together(model, folder, sets, 1 if kind == "alone" else 2)
+                    got[kind, name].append([speed(x) for x in done])
+                    cpu[kind, name].append(
+                        statistics.mean(cpu_ms_per_sample(x, batch // 2) or 0 for x in done)
                     )
                 else:
                     n = 1 if kind == "one" else 2
@@ -111,7 +119,15 @@ def main() -> None:
                     )
                     steps = steps or records[0]["steps"]
                     got[kind, name].append(speed(records))
-                print(kind, name, got[kind, name][-1], flush=True)
+                    cpu[kind, name].append(cpu_ms_per_sample(records, batch // n) or 0)
+                print(
+                    kind,
+                    name,
+                    got[kind, name][-1],
+                    f"{cpu[kind, name][-1]:.3f} cpu ms/sample",
+                    os.getloadavg()[0],
+                    flush=True,
+                )
     ceilings = None
     if not args.no_ceiling:
         ceilings = [
@@ -128,6 +144,7 @@ def main() -> None:
             "two_ranks_each": two,
             "efficiency_median": statistics.median(effs),
             "efficiencies": effs,
+            "cpu_ms_per_sample": statistics.median(cpu["two", v]),
         }
         if ceilings:
             rows[v]["of_ceiling"] = statistics.median(
@@ -140,18 +157,21 @@ def main() -> None:
         "epochs": args.epochs,
         "steps_per_epoch": steps,
         "extra_settings": args.set,
+        "load_average_1min": {"start": loads[0], "end": os.getloadavg()[0]},
         "one_rank": {b: got["one", b] for b in baselines},
+        "one_rank_cpu_ms_per_sample": {b: statistics.median(cpu["one", b]) for b in baselines},
+        "alone_cpu_ms_per_sample": statistics.median(cpu["alone", ""]) if ceilings else None,
         "ceilings": ceilings,
         "variants": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"ceiling {statistics.median(ceilings):.3f}" if ceilings else "no ceiling")
-    print("| variant | 2 ranks samples/s | efficiency | of ceiling |")
+    print("| variant | 2 ranks samples/s | efficiency | of ceiling | CPU ms/sample |")
     for v, row in rows.items():
         print(
             f"| {v} | {row['two_ranks']:.0f} | {row['efficiency_median']:.3f} | "
-            f"{row.get('of_ceiling', float('nan')):.3f} |"
+            f"{row.get('of_ceiling', float('nan')):.3f} | {row['cpu_ms_per_sample']:.3f} |"
         )
 
 
