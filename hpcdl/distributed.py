@@ -118,6 +118,23 @@ class Context:
         return self.rank == 0
 
 
+# What hpcdl sets for its ranks before Horovod starts, unless the environment already sets it
+# (a spec's `env`, the job's shell): README, "Horovod on CPUs". Measured in results/benchmarks.md.
+RANK_DEFAULTS = {
+    # Open MPI: a rank waiting in a collective yields its core instead of busy-polling it
+    # (Horovod's background thread waits in one every cycle, beside the rank's compute thread)
+    "OMPI_MCA_mpi_yield_when_idle": "1",
+}
+
+
+def rank_defaults(environ: Any = None) -> dict[str, str]:
+    """Set RANK_DEFAULTS that `environ` (os.environ) lacks; the ones it set."""
+    environ = os.environ if environ is None else environ
+    added = {k: v for k, v in RANK_DEFAULTS.items() if k not in environ}
+    environ.update(added)
+    return added
+
+
 def cpu_threads(requested: int | None, local_size: int) -> int:
     """Threads for one rank: requested, else SLURM's CPUs per task, else its share of the CPUs."""
     if requested:
@@ -135,6 +152,7 @@ def init(threads: int | None = None, deterministic: bool = True) -> Context:
     import horovod.tensorflow as hvd
 
     tf = import_tf()
+    rank_defaults()  # read by Open MPI and Horovod in hvd.init()
     hvd.init()
     gpus = tf.config.list_physical_devices("GPU")
     gpu = None

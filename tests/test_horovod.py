@@ -76,3 +76,27 @@ def test_two_ranks_of_batch_b_equal_one_rank_of_batch_2b(env, tmp_path):
         "mpirun", 1, tmp_path, "other", ["train.batch_size=128", "train.seed=7", *same], env
     )
     assert any(not np.allclose(one[k], other[k], atol=1e-5 * moved) for k in one.files)
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_rank_defaults_reach_every_rank_and_the_environment_wins(launcher, env, tmp_path):
+    """What hpcdl sets for its ranks (distributed.RANK_DEFAULTS, README: Horovod on CPUs) is
+    in every rank's environment when Horovod starts; a value the job's environment already
+    has (a spec's `env`) is kept."""
+    from hpcdl.distributed import RANK_DEFAULTS
+
+    def ranks_env(name, extra):
+        cmd = [*LAUNCHERS[launcher](2), sys.executable, str(HELPERS / "rank_env.py")]
+        clean = {k: v for k, v in env.items() if k not in RANK_DEFAULTS}
+        proc = run(
+            [*cmd, str(tmp_path / name)],
+            {**clean, **extra, "PATH": f"{sys.exec_prefix}/bin:{env['PATH']}"},
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        records = [json.loads((tmp_path / name / f"rank{r}.json").read_text()) for r in (0, 1)]
+        assert [r["size"] for r in records] == [2, 2]
+        return [r["env"] for r in records]
+
+    assert ranks_env("defaults", {}) == [RANK_DEFAULTS, RANK_DEFAULTS]
+    mine = {key: "7" for key in RANK_DEFAULTS}
+    assert ranks_env("own", mine) == [mine, mine]
