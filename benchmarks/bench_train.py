@@ -366,6 +366,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="fewer epochs (a smoke run)")
+    parser.add_argument(
+        "--only-scaling",
+        action="store_true",
+        help="measure the scaling rows only; the other sections stay as in benchmarks.json",
+    )
     args = parser.parse_args()
     epochs = 2 if args.quick else 3
     cpu = next(
@@ -381,16 +386,22 @@ def main() -> None:
         "repeats": args.repeats,
         "epochs": epochs,
     }
+    out = ROOT / "results"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        result["throughput"] = {
-            m: throughput(m, epochs, 2, args.repeats, folder) for m in ("mnist", "indian_pines")
-        }
+        if args.only_scaling:  # the other rows as measured before, on the machine named there
+            before = json.loads((out / "benchmarks.json").read_text())
+            result["throughput"], result["pipeline"] = before["throughput"], before["pipeline"]
+            result["machine_other_rows"] = before.get("machine_other_rows", before["machine"])
+        else:
+            result["throughput"] = {
+                m: throughput(m, epochs, 2, args.repeats, folder) for m in ("mnist", "indian_pines")
+            }
         result["scaling"] = {
             m: scaling(m, epochs, args.repeats, folder) for m in ("mnist", "indian_pines")
         }
-        result["pipeline"] = pipeline(epochs, args.repeats, folder)
-    out = ROOT / "results"
+        if not args.only_scaling:
+            result["pipeline"] = pipeline(epochs, args.repeats, folder)
     (out / "benchmarks.json").write_text(json.dumps(result, indent=2) + "\n")
     t, s, p = result["throughput"], result["scaling"], result["pipeline"]
     lines = [
@@ -399,7 +410,13 @@ def main() -> None:
         f"Measured with `python benchmarks/bench_train.py --repeats {args.repeats}"
         f"{' --quick' if args.quick else ''}` ({epochs} epochs per run) on "
         f"{result['machine']}. Medians over {args.repeats} alternating runs, epochs after the "
-        "first; samples/s counts training samples only.",
+        "first; samples/s counts training samples only."
+        + (
+            f" `--only-scaling`: the throughput and pipeline rows are from an earlier run on "
+            f"{result['machine_other_rows']}."
+            if args.only_scaling
+            else ""
+        ),
         "",
         "## hpcdl train against a plain Keras script (same model, data, batch, 2 threads)",
         "",
