@@ -401,9 +401,11 @@ def test_a_real_local_sweep_watched(env, tmp_path):
     )
     sweep_dir = tmp_path / "results" / "watched"
     runner = start_sweep(spec, env)
+    # submitted, not only planned: between the two a point is UNCONFIRMED (found under load)
     until(
         lambda: (
-            (sweep_dir / "sweep.json").exists() and manifest(tmp_path, "watched")["submissions"]
+            (sweep_dir / "sweep.json").exists()
+            and any(s["state"] == "submitted" for s in manifest(tmp_path, "watched")["submissions"])
         ),
         runner,
         timeout=120,
