@@ -214,7 +214,12 @@ def _markdown_table(part: pd.DataFrame) -> str:
         cells = []
         for c in cols:
             v = row[c]
-            cells.append("-" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v))
+            if pd.isna(v):
+                cells.append("-")
+            elif isinstance(v, float) and not v.is_integer():
+                cells.append(f"{v:.4f}")
+            else:
+                cells.append(str(int(v)) if isinstance(v, float) else str(v))
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -251,10 +256,11 @@ def write_figure(reps: dict[str, list[int]]) -> None:
         fig.update_xaxes(title_text="epochs spent", row=1, col=col)
         fig.update_yaxes(title_text="best validation accuracy so far", row=1, col=col)
     fig.update_layout(width=560 * len(names), height=460, template="plotly_white")
-    html = OUT / "search_benchmark.html"
-    fig.write_html(html, include_plotlyjs="cdn")
+    fig.write_html(OUT / "search_benchmark.html", include_plotlyjs="cdn")
     chromium = shutil.which("chromium")
-    if chromium:
+    if chromium:  # from a copy with plotly inline: the machine may be offline
+        html = OUT / "specs" / "figure-inline.html"
+        fig.write_html(html, include_plotlyjs=True)
         png = OUT / "search_benchmark.png"
         subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
@@ -262,6 +268,7 @@ def write_figure(reps: dict[str, list[int]]) -> None:
              "--virtual-time-budget=10000", html.as_uri()],
             check=False, capture_output=True, timeout=120,
         )  # fmt: skip
+        html.unlink()
 
 
 def main() -> None:
@@ -282,7 +289,12 @@ def main() -> None:
     result = summarize(found)
     import platform
 
-    machine = f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs"
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+         if line.startswith("model name")),
+        platform.machine(),
+    )  # fmt: skip
+    machine = f"{cpu}, {__import__('os').cpu_count()} CPUs"
     (OUT / "search_benchmark.json").write_text(json.dumps(result, indent=1))
     write_markdown(result, machine)
     write_figure(found)
