@@ -100,14 +100,21 @@ def drop_torn_record(path: Path, lock: Any) -> None:
     """Cut a last record without its newline: what a writer killed in the middle of a write
     leaves (Optuna would refuse every record appended after it). Under the journal's lock, so no
     live writer is cut off; the dead one's trial is settled from the scheduler's record."""
-    if not path.exists() or path.stat().st_size == 0:
+
+    def whole() -> bool:
+        if not path.exists() or path.stat().st_size == 0:
+            return True
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) == b"\n"
+
+    if whole():  # the usual case: no lock taken
         return
     lock.acquire()
     try:
+        if whole():  # a live writer was finishing its record
+            return
         with open(path, "rb+") as f:
-            f.seek(-1, 2)
-            if f.read(1) == b"\n":
-                return
             f.seek(0)
             data = f.read()
             f.truncate(data.rfind(b"\n") + 1)
