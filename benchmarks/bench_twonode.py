@@ -88,10 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", nargs="+", choices=sorted(CONFIGS), default=sorted(CONFIGS))
     args = parser.parse_args()
     # the run directories must be on a file system every node sees: this machine's
     with tempfile.TemporaryDirectory(dir=ROOT / "results") as tmp:
-        result = {m: measure(m, args.epochs, args.repeats, Path(tmp)) for m in CONFIGS}
+        result = {m: measure(m, args.epochs, args.repeats, Path(tmp)) for m in args.models}
     out = {"repeats": args.repeats, "epochs": args.epochs, "srun_pmix_two_nodes": result}
     (ROOT / "results" / "benchmarks_twonode.json").write_text(json.dumps(out, indent=2) + "\n")
     print("| model | 1 rank samples/s | 2 nodes x 1 rank samples/s | efficiency | ceiling | "
