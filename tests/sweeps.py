@@ -64,9 +64,7 @@ def wait_for(sweep_dir: Path, done, timeout: float = 300, every: float = 2.0):
 
 def sacct_rows(job_id: str) -> dict[str, dict[str, str]]:
     """sacct's allocation rows for a job (array tasks keyed ID_INDEX)."""
-    import subprocess
-
-    fields = "JobID,State,Start,End,AllocTRES,ExitCode"
+    fields = "JobID,JobName,State,Start,End,AllocTRES,ExitCode"
     out = subprocess.run(
         ["sacct", "-X", "-P", "-n", "-o", fields, "-j", job_id],
         capture_output=True,
@@ -79,6 +77,37 @@ def sacct_rows(job_id: str) -> dict[str, dict[str, str]]:
         if line
     ]
     return {r["JobID"]: r for r in rows}
+
+
+def sacct_runs(job: str) -> list[tuple[str, str]]:
+    """(state, nodes) of every start of a job, requeued ones included, in order."""
+    out = subprocess.run(
+        ["sacct", "-D", "-X", "-n", "-P", "-o", "State,NodeList", "-j", job],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [tuple(line.split("|")) for line in out.splitlines() if line]
+
+
+def requeues(job: str) -> int:
+    """How many times sacct saw the job requeued."""
+    return sum(state == "REQUEUED" for state, _ in sacct_runs(job))
+
+
+def sacct_settled(job_ids: list[str], rows: int, timeout: float = 60) -> list[dict[str, str]]:
+    """sacct's allocation rows of the jobs once at least `rows` of them have ended.
+
+    slurmctld passes records to slurmdbd asynchronously, so a finished array task can reach
+    sacct a few seconds after its run folder says so.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for job in job_ids for r in sacct_rows(job).values()]
+        ended = [r for r in found if r["State"].split()[0] not in ("PENDING", "RUNNING")]
+        if len(ended) >= rows or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
 
 
 def start_sweep(spec: Path, env: dict[str, str], **popen) -> subprocess.Popen:

@@ -16,8 +16,8 @@ import yaml
 
 from hpcdl import rundir
 from tests.conftest import HELPERS, JOBS, hpcdl
-from tests.sweeps import manifest
-from tests.test_resilience import releaser, requeues  # noqa: F401 (a fixture)
+from tests.sweeps import manifest, requeues
+from tests.test_resilience import releaser  # noqa: F401 (a fixture)
 
 RECORDER = """import json, os, sys
 run_dir = os.environ["HPCDL_RUN_DIR"]

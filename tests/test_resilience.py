@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import HELPERS, JOBS, hpcdl, run
-from tests.sweeps import attempts, manifest, wait_for, write_spec
+from tests.sweeps import attempts, manifest, requeues, sacct_settled, wait_for, write_spec
 
 TERMINAL = {"FINISHED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY"}
 MNIST = str(JOBS / "mnist_cnn.yaml")
@@ -54,16 +54,6 @@ def releaser():
     thread.start()
     yield thread
     thread.stop.set()
-
-
-def requeues(job_key: str) -> int:
-    out = subprocess.run(
-        ["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State", "-j", job_key],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sum(1 for line in out.splitlines() if line.endswith("|REQUEUED"))
 
 
 def final_weights(run_dir: Path):
@@ -225,12 +215,9 @@ exec {real} "$@"
         assert attempts(sweep_dir / point["id"]) == 1, point["id"]
     arrays = [s for s in manifest(tmp_path, "crash")["submissions"] if s["kind"] == "array"]
     assert [s["token"] for s in arrays] == ["a000", "a001"] and all(s["job_id"] for s in arrays)
-    names = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-o", "JobName", "-j", ",".join(s["job_id"] for s in arrays)],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert len(names) == 4  # 2 arrays x 2 tasks, nothing submitted twice
+    rows = sacct_settled([s["job_id"] for s in arrays], rows=4)
+    names = sorted(r["JobName"].rsplit("-", 1)[1] for r in rows)
+    assert names == ["a000", "a000", "a001", "a001"]  # 2 arrays x 2 tasks, nothing submitted twice
 
 
 @pytest.mark.slurm

@@ -18,8 +18,8 @@ import yaml
 from hpcdl.errors import HpcdlError
 from hpcdl.sweep import describe, plan
 from tests.conftest import hpcdl, stderr_lines
-from tests.sweeps import start_sweep, until, wait_for, write_spec
-from tests.test_resilience import releaser, requeues  # noqa: F401 (releaser: a fixture)
+from tests.sweeps import requeues, start_sweep, until, wait_for, write_spec
+from tests.test_resilience import releaser  # noqa: F401 (releaser: a fixture)
 
 SPACE = {
     "train.lr": {"loguniform": [1.0e-4, 1.0e-1]},

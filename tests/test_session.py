@@ -18,7 +18,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from hpcdl import rundir, session
 from hpcdl.errors import HpcdlError
 from tests.conftest import HELPERS, MPI_ENV
-from tests.test_resilience import releaser, requeues  # noqa: F401 (a fixture)
+from tests.sweeps import requeues
+from tests.test_resilience import releaser  # noqa: F401 (a fixture)
 
 SCRIPT = str(HELPERS / "session_script.py")
 LAUNCHER_VARIABLES = [v for pair in session.LAUNCHER_VARIABLES for v in pair]

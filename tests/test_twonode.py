@@ -25,7 +25,7 @@ from hpcdl import rundir
 from hpcdl.manifest import load_manifest
 from hpcdl.sweep import statuses
 from tests.conftest import HELPERS, ROOT, hpcdl
-from tests.sweeps import attempts, manifest, wait_for, write_spec
+from tests.sweeps import attempts, manifest, requeues, sacct_runs, wait_for, write_spec
 from tests.test_horovod import MNIST, TINY, rank_weights
 from tests.test_program import program_spec, run_dirs
 from tests.test_resilience import (  # noqa: F401 (releaser: a fixture)
@@ -33,7 +33,6 @@ from tests.test_resilience import (  # noqa: F401 (releaser: a fixture)
     TERMINAL,
     epochs_of,
     releaser,
-    requeues,
 )
 
 pytestmark = [pytest.mark.twonode, pytest.mark.slow]
@@ -55,17 +54,6 @@ def no_jobs_left():
     jobs = [line.split()[0] for line in out.splitlines() if " hpcdl-" in line]
     if jobs:
         subprocess.run(["scancel", *jobs], check=False)
-
-
-def sacct_runs(job: str) -> list[tuple[str, str]]:
-    """(state, nodes) of every start of a job, requeued ones included, in order."""
-    out = subprocess.run(
-        ["sacct", "-D", "-X", "-n", "-P", "-o", "State,NodeList", "-j", job],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [tuple(line.split("|")) for line in out.splitlines() if line]
 
 
 def job_ended(job: str, timeout: float = 60) -> list[tuple[str, str]]:
