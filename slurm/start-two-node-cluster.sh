@@ -46,25 +46,14 @@ CPUS=${SLURM_CPUS_PER_NODE:-$(nproc)}
 ACCT=${SLURM_ACCOUNTING:-slurmdbd}
 FAKE_GPUS=${SLURM_FAKE_GPUS:-0}
 CLUSTER=hpcdltwonode
-DBPASS=hpcdl-test-only        # the one-node cluster's database user and password
 BRIDGE=slurmbr0
 CTL_ADDR=$NET.1
 CTL=$(hostname -s)
 STATE=/var/lib/slurm/twonode  # own state and logs: the one-node cluster keeps its own
 LOGS=/var/log/slurm/twonode
 HOSTS_TAG="# hpcdl two-node cluster"  # marks the /etc/hosts lines this script adds
-log() { echo "[two-node $(date +%T)] $*"; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-waitfor() { # waitfor SECONDS CMD...
-  local t=$1; shift
-  for _ in $(seq 1 $((t * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  echo "timeout waiting for: $*" >&2; return 1
-}
-stop_pidfile() { # stop_pidfile PIDFILE: TERM, wait up to 30 s
-  alive "$1" || return 0
-  local p; p=$(cat "$1"); log "stopping $(basename "$1" .pid) (pid $p)"; kill "$p"
-  waitfor 30 sh -c "! kill -0 $p"
-}
+LOG_TAG=two-node
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [ "$(id -u)" = 0 ] || { echo "start-two-node-cluster.sh: run as root" >&2; exit 1; }
 [[ $NODES =~ ^[1-9]$ ]] || { echo "start-two-node-cluster.sh: SLURM_NODES must be 1..9" >&2; exit 1; }
 NODE_NAMES=(); for i in $(seq 1 "$NODES"); do NODE_NAMES+=("n$i"); done
@@ -74,16 +63,7 @@ NODELIST="n[1-$NODES]"
 # 1. packages (iproute2: ip netns, bridge, veth; util-linux: nsenter, unshare)
 PKGS=(slurmctld slurmd slurm-client munge openmpi-bin libpmix2 iproute2 util-linux)
 [ "$ACCT" = slurmdbd ] && PKGS+=(slurmdbd mariadb-server)
-MISSING=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || MISSING+=("$p")
-done
-if [ ${#MISSING[@]} -gt 0 ]; then
-  log "installing ${MISSING[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=600 -q update >/dev/null
-  apt-get -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends install "${MISSING[@]}" >/dev/null
-fi
+install_missing "${PKGS[@]}"
 
 # 2. network: a bridge with the controller's address; per node a namespace holding one end of a
 #    veth pair (eth0 inside), the other end on the bridge. Loopback up; no default route.
@@ -115,18 +95,7 @@ done
 getent hosts "$CTL" >/dev/null || echo "127.0.0.1 $CTL" >> /etc/hosts
 
 # 4. munge: its socket (/run/munge) is on the shared file system: one munged serves every node
-if [ ! -s /etc/munge/munge.key ]; then
-  mkdir -p /etc/munge
-  mungekey --create --keyfile=/etc/munge/munge.key 2>/dev/null ||
-    dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none
-fi
-chown -R munge:munge /etc/munge; chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
-install -d -o munge -g munge -m 0755 /run/munge
-install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
-if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
-  log "starting munged"; runuser -u munge -- /usr/sbin/munged
-  waitfor 10 sh -c 'munge -n | unmunge'
-fi
+start_munge
 install -d -o slurm -g slurm -m 0755 "$STATE" "$STATE/slurmctld" /var/log/slurm "$LOGS"
 install -d -o root -g root -m 0755 /etc/slurm
 for n in "${NODE_NAMES[@]}"; do
@@ -136,42 +105,8 @@ done
 
 # 5. accounting: MariaDB + slurmdbd. slurmdbd listens on the root namespace's addresses (no
 #    NoInAddrAny), so that sacct inside jobs (the collect job) reaches it at the bridge address.
-if [ "$ACCT" = slurmdbd ]; then
-  if ! mysqladmin ping >/dev/null 2>&1; then
-    log "starting mariadb"
-    service mariadb start >/dev/null 2>&1 || {
-      install -d -o mysql -g mysql /run/mysqld
-      (setsid mysqld_safe --bind-address=127.0.0.1 >/dev/null 2>&1 &) ; }
-    waitfor 60 mysqladmin ping
-  fi
-  mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-            CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DBPASS';
-            GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
-  NEWDBD=$(cat <<CONF
-AuthType=auth/munge
-DbdHost=localhost
-DbdAddr=$CTL_ADDR
-DbdPort=6819
-SlurmUser=slurm
-LogFile=/var/log/slurm/slurmdbd.log
-PidFile=/run/slurmdbd.pid
-StorageType=accounting_storage/mysql
-StorageHost=localhost
-StorageUser=slurm
-StoragePass=$DBPASS
-StorageLoc=slurm_acct_db
-CONF
-)
-  if [ "$NEWDBD" != "$(cat /etc/slurm/slurmdbd.conf 2>/dev/null)" ]; then
-    echo "$NEWDBD" > /etc/slurm/slurmdbd.conf
-    stop_pidfile /run/slurmdbd.pid  # the one-node cluster's (loopback only)
-  fi
-  chown slurm:slurm /etc/slurm/slurmdbd.conf; chmod 0600 /etc/slurm/slurmdbd.conf
-  alive /run/slurmdbd.pid || { log "starting slurmdbd"; /usr/sbin/slurmdbd; }
-  ACCT_CONF=$'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost='"$CTL_ADDR"$'\nAccountingStoragePort=6819\nAccountingStorageTRES=gres/gpu'
-else
-  ACCT_CONF="AccountingStorageType=accounting_storage/none"
-fi
+[ "$ACCT" = slurmdbd ] && start_slurmdbd "$CTL_ADDR"  # the one-node cluster's is restarted
+ACCT_CONF=$(accounting_conf "$CTL_ADDR")
 
 # 6. slurm.conf. The settings the tests rely on are the one-node cluster's: JobRequeue=1 (jobs
 #    requeue after a node failure), OverTimeLimit=0, sched_interval=2, ReturnToService=2 (a node
@@ -181,24 +116,13 @@ fi
 #  - SlurmdTimeout=10: a node that stops answering is DOWN (NODE_FAIL, its jobs requeued) after
 #    10-15 s instead of the default 300 s; slurmctld pings every SlurmdTimeout/3 s.
 #  - every node sees the whole machine: CPUs=$CPUS each, 90 % of the memory shared out.
-HW=$(slurmd -C | head -1)
-val() { echo "$HW" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-MEM=$(( $(val RealMemory) * 9 / 10 / NODES ))
-if [ "$CPUS" = "$(val CPUs)" ]; then  # the real topology, so that slurmd's report matches
-  CPU_CONF="CPUs=$CPUS Boards=$(val Boards) SocketsPerBoard=$(val SocketsPerBoard) CoresPerSocket=$(val CoresPerSocket) ThreadsPerCore=$(val ThreadsPerCore)"
+MEM=$(( $(hardware RealMemory) * 9 / 10 / NODES ))
+if [ "$CPUS" = "$(hardware CPUs)" ]; then  # the real topology, so that slurmd's report matches
+  CPU_CONF="CPUs=$CPUS Boards=$(hardware Boards) SocketsPerBoard=$(hardware SocketsPerBoard) CoresPerSocket=$(hardware CoresPerSocket) ThreadsPerCore=$(hardware ThreadsPerCore)"
 else
   CPU_CONF="CPUs=$CPUS"
 fi
-GRES_NODE=""; GRES_TYPES=""
-if [ "$FAKE_GPUS" -gt 0 ]; then
-  for i in $(seq 0 $((FAKE_GPUS - 1))); do
-    [ -c /var/lib/slurm/fakegpu$i ] || { rm -f /var/lib/slurm/fakegpu$i; mknod -m 666 /var/lib/slurm/fakegpu$i c 1 3; }
-  done
-  echo "NodeName=$NODELIST Name=gpu File=/var/lib/slurm/fakegpu[0-$((FAKE_GPUS - 1))]" > /etc/slurm/gres.conf
-  GRES_NODE="Gres=gpu:$FAKE_GPUS"; GRES_TYPES="GresTypes=gpu"
-else
-  rm -f /etc/slurm/gres.conf
-fi
+fake_gpus "$FAKE_GPUS" "$NODELIST"
 NODE_LINES=$(for n in "${NODE_NAMES[@]}"; do
   echo "NodeName=$n NodeAddr=$(addr "$n") $CPU_CONF RealMemory=$MEM $GRES_NODE State=UNKNOWN"
 done)
@@ -244,13 +168,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 )
 CHANGED=0
-if [ "$NEWCONF" != "$(cat /etc/slurm/slurm.conf 2>/dev/null)" ]; then
-  echo "$NEWCONF" > /etc/slurm/slurm.conf; CHANGED=1
-fi
-if [ "$ACCT" = slurmdbd ]; then
-  waitfor 60 sacctmgr -n list cluster
-  sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
-fi
+write_if_changed /etc/slurm/slurm.conf "$NEWCONF"
+register_cluster "$CLUSTER"
 
 # 7. daemons. The one-node cluster's slurmd holds the other configuration: stop it. Then the
 #    controller, and one slurmd per node: `nsenter --net` puts it in the node's namespace,
