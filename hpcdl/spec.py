@@ -286,8 +286,24 @@ class SearchSpec(_Strict):
     pruner: Literal["none", "median", "asha", "hyperband"] = "none"  # optuna, per epoch
     # optuna tpe/gp: trials sampled at random before the sampler models (None: Optuna's, 10)
     startup_trials: Annotated[int, Field(ge=1)] | None = None
+    # pruner: the first epoch at which a trial can be stopped (asha and hyperband: their first
+    # rung; median: its warm-up); a model whose metric is noisy early needs a later one
+    prune_after: Annotated[int, Field(ge=1)] = 1
+    # asha, hyperband: 1 / reduction_factor of the trials go on at each rung (None: Optuna's,
+    # 4 for asha, 3 for hyperband)
+    reduction_factor: Annotated[int, Field(ge=2)] | None = None
     seed: int = 0
     space: dict[str, SpaceEntry] = {}
+
+    @model_validator(mode="after")
+    def _pruner_settings(self) -> SearchSpec:
+        if self.reduction_factor is not None and self.pruner not in ("asha", "hyperband"):
+            raise ValueError(
+                f"search.reduction_factor: only for pruner asha or hyperband (not {self.pruner!r})"
+            )
+        if self.prune_after != 1 and self.pruner == "none":
+            raise ValueError("search.prune_after: there is no pruner (search.pruner: none)")
+        return self
 
 
 class ProgramSpec(_Strict):

@@ -523,3 +523,49 @@ def test_kill_9_of_a_writer_at_random_moments_never_breaks_the_journal(env, tmp_
         assert complete >= told
         told = complete
     assert told > 3  # the writers did write, and were killed while writing
+
+
+@pytest.mark.parametrize(
+    "settings, stopped_at",
+    [({}, 1), ({"prune_after": 3}, 3), ({"reduction_factor": 2}, None)],
+    ids=["optuna's asha", "prune_after 3", "reduction_factor 2"],
+)
+def test_asha_prunes_from_prune_after_keeping_one_in_reduction_factor(settings, stopped_at):
+    """Four trials reported 0.9, 0.8, 0.7, 0.6 at every epoch; a fifth at 0.85 is second of
+    five: Optuna's asha (1 in 4 goes on) stops it at its first rung, epoch `prune_after`; with a
+    reduction factor of 2 (2 of 5 go on) it runs to the end."""
+    import optuna
+
+    from hpcdl.search.study import make_pruner
+    from hpcdl.spec import SearchSpec
+
+    search = SearchSpec(method="optuna", trials=5, pruner="asha", **settings)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(search))
+    for value in (0.9, 0.8, 0.7, 0.6):
+        trial = study.ask()
+        for epoch in range(1, 7):
+            trial.report(value, epoch)
+            trial.should_prune()  # as the worker asks (it records the trial's rungs)
+        study.tell(trial, value)
+    trial = study.ask()
+    stopped = None
+    for epoch in range(1, 7):
+        trial.report(0.85, epoch)
+        if trial.should_prune():
+            stopped = epoch
+            break
+    assert stopped == stopped_at
+
+
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"pruner": "median", "reduction_factor": 3}, "reduction_factor: only for pruner asha"),
+        ({"prune_after": 2}, "search.prune_after: there is no pruner"),
+    ],
+)
+def test_pruner_settings_without_their_pruner_are_errors(tmp_path, search, message):
+    spec = search_spec(tmp_path, "bad", {"method": "optuna", "trials": 3, "space": SPACE, **search})
+    with pytest.raises(HpcdlError, match=message) as err:
+        plan(spec)
+    assert "\n" not in str(err.value)

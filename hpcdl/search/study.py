@@ -62,14 +62,18 @@ def make_sampler(search: SearchSpec, seed: int | None) -> optuna.samplers.BaseSa
 
 
 def make_pruner(search: SearchSpec) -> optuna.pruners.BasePruner:
-    """The spec's pruner on the metric per epoch (rungs from epoch 1)."""
+    """The spec's pruner on the metric per epoch (first rung at epoch `prune_after`)."""
     import optuna
 
+    first = search.prune_after
+    factor = (
+        {} if search.reduction_factor is None else {"reduction_factor": search.reduction_factor}
+    )
     pruners = {
         "none": optuna.pruners.NopPruner,
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
-        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=first),
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=first, **factor),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=first, **factor),
     }
     return pruners[search.pruner]()
 
