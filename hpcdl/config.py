@@ -26,7 +26,7 @@ from pydantic import (
 
 from hpcdl.datasets import IndianPinesData, MnistData  # noqa: F401  (the schemas' old home)
 from hpcdl.errors import HpcdlError
-from hpcdl.models import IndianPines3DCNN, MnistCNN  # noqa: F401
+from hpcdl.models import IndianPines3DCNN, IndianPinesSpectral, MnistCNN  # noqa: F401
 from hpcdl.registry import Schema as _Strict
 
 

@@ -118,6 +118,26 @@ class IndianPines3DCNN(Schema):
         return self
 
 
+class IndianPinesSpectral(Schema):
+    """Mean spectra of nested centre squares of each window (1x1: the pixel itself, 3x3, ...),
+    side by side, into dense layers: few parameters for few training pixels."""
+
+    name: Literal["indian_pines_spectral"]
+    scales: list[Annotated[int, Field(gt=0)]] = [1, 3, 5, 9]
+    dense: list[Annotated[int, Field(gt=0)]] = [512, 512]
+    activation: Literal["relu", "elu", "tanh", "sigmoid", "selu", "gelu"] = "relu"
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    l2: Annotated[float, Field(ge=0)] = 1.0e-4
+    noise: Annotated[float, Field(ge=0)] = 0.1  # std of Gaussian noise on the spectra (training)
+
+    @model_validator(mode="after")
+    def _odd_scales(self) -> IndianPinesSpectral:
+        even = [s for s in self.scales if s % 2 == 0]
+        if even or not self.scales:
+            raise ValueError(f"scales must be odd sizes (centred squares), got {self.scales}")
+        return self
+
+
 def _dense_head(
     keras: Any, x: Any, widths: list[int], activation: str, dropout: float, reg: Any, n_classes: int
 ) -> Any:
@@ -208,6 +228,44 @@ def indian_pines_fits(cfg: IndianPines3DCNN, input_shape: tuple[int, ...]) -> No
                 "spatial_padding: same, or smaller kernels/pools"
             )
         shape[2] += 2 * pad
+
+
+@register_model(
+    "indian_pines_spectral",
+    IndianPinesSpectral,
+    data="indian_pines",
+    check_fits=lambda cfg, shape: indian_pines_spectral_fits(cfg, shape),
+)
+def indian_pines_spectral(
+    keras: Any, cfg: IndianPinesSpectral, input_shape: tuple[int, ...], n_classes: int
+) -> Any:
+    """For each scale s, the mean spectrum of the window's centre s x s pixels; concatenated,
+    Gaussian noise while training, then the dense layers."""
+    indian_pines_spectral_fits(cfg, input_shape)
+    window, _, bands = input_shape[:3]
+    reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
+    inputs = keras.Input(shape=input_shape)
+    image = keras.layers.Reshape((window, window, bands))(inputs)  # bands as channels
+    spectra = []
+    for scale in cfg.scales:
+        cut = (window - scale) // 2
+        square = keras.layers.Cropping2D(((cut, cut), (cut, cut)))(image) if cut else image
+        spectra.append(keras.layers.GlobalAveragePooling2D()(square))
+    x = keras.layers.Concatenate()(spectra) if len(spectra) > 1 else spectra[0]
+    if cfg.noise:
+        x = keras.layers.GaussianNoise(cfg.noise)(x)
+    outputs = _dense_head(keras, x, cfg.dense, cfg.activation, cfg.dropout, reg, n_classes)
+    return keras.Model(inputs, outputs, name="indian_pines_spectral")
+
+
+def indian_pines_spectral_fits(cfg: IndianPinesSpectral, input_shape: tuple[int, ...]) -> None:
+    """Raise HpcdlError when a scale is larger than the data's window."""
+    too_large = [s for s in cfg.scales if s > input_shape[0]]
+    if too_large:
+        raise HpcdlError(
+            f"model: scales {too_large} are larger than the {input_shape[0]}x{input_shape[1]} "
+            "window (data.window)"
+        )
 
 
 def build_user_model(

@@ -84,3 +84,32 @@ def test_indian_pines_3dcnn_sees_only_the_centre_crop_of_each_window():
         indian_pines_fits(IndianPines3DCNN(name="indian_pines_3dcnn", crop=3), (9, 9, 200, 1))
     with pytest.raises(ValidationError, match="crop must be odd"):
         IndianPines3DCNN(name="indian_pines_3dcnn", crop=4)
+
+
+def test_indian_pines_spectral_sees_the_mean_spectra_of_centre_squares():
+    import numpy as np
+    import pytest
+    from pydantic import ValidationError
+
+    from hpcdl.config import IndianPinesSpectral
+    from hpcdl.errors import HpcdlError
+    from hpcdl.models import check_fits
+
+    cfg = IndianPinesSpectral(name="indian_pines_spectral", scales=[1, 3, 9])
+    model = build_model(cfg, (9, 9, 200, 1), 16)
+    assert model.output_shape == (None, 16)
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 200, 1)).astype("float32")
+    features = model.get_layer(index=[type(k).__name__ for k in model.layers].index("Concatenate"))
+    got = type(model)(model.inputs, features.output)(x).numpy()
+    want = np.concatenate(
+        [x[:, 4, 4, :, 0], x[:, 3:6, 3:6, :, 0].mean((1, 2)), x.mean((1, 2))[..., 0]], 1
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # inference ignores the training noise and dropout: the same input, the same prediction
+    assert np.array_equal(model(x, training=False).numpy(), model(x, training=False).numpy())
+    with pytest.raises(HpcdlError, match=r"scales \[11\] are larger than the 9x9 window"):
+        check_fits(
+            IndianPinesSpectral(name="indian_pines_spectral", scales=[1, 11]), (9, 9, 200, 1)
+        )
+    with pytest.raises(ValidationError, match="scales must be odd"):
+        IndianPinesSpectral(name="indian_pines_spectral", scales=[1, 4])
