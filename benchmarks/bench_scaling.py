@@ -1,6 +1,7 @@
 """Where Horovod's scaling on one machine goes: knobs side by side with the baseline.
 
-    python benchmarks/bench_scaling.py MODEL [--repeats 3] [--epochs 3] [--steps N] VARIANT...
+    python benchmarks/bench_scaling.py MODEL [--repeats 3] [--epochs 3] [--steps N] [--batch B]
+        VARIANT...
 
 Runs, in one rotation per repeat: 1 rank x batch B under each launcher's baseline, 2 ranks x B/2
 under every VARIANT, and the machine's ceiling (one process of 1 thread x B/2 alone, two of them
@@ -77,11 +78,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="steps per epoch (default all)")
+    parser.add_argument(
+        "--batch", type=int, default=None, help="global batch (default: as bench_train)"
+    )
     parser.add_argument("--set", action="append", default=[], help="extra train settings")
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "scaling_knobs.json")
     args = parser.parse_args()
-    model, batch = args.model, BATCH[args.model] - BATCH[args.model] % 2
+    model = args.model
+    batch = (args.batch or BATCH[model]) - (args.batch or BATCH[model]) % 2
     base = [*scaling_base(model, args.epochs), *args.set]
     if args.steps:
         base.append(f"train.steps_per_epoch={args.steps}")
@@ -156,6 +161,7 @@ def main() -> None:
         "repeats": args.repeats,
         "epochs": args.epochs,
         "steps_per_epoch": steps,
+        "global_batch": batch,
         "extra_settings": args.set,
         "load_average_1min": {"start": loads[0], "end": os.getloadavg()[0]},
         "one_rank": {b: got["one", b] for b in baselines},
