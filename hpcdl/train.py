@@ -59,7 +59,7 @@ def train(config: TrainConfig, run_dir: str | Path, log: Callable[[str], None] =
     stopper = StopRequest().install()
     files = RunFiles(Path(run_dir).resolve(), config)
     ctx = distributed.init(ts.threads, ts.deterministic)  # 1. Horovod; a GPU (or threads) each
-    tf, ranks = ctx.tf, Ranks(ctx)
+    tf, ranks = ctx.tf, Ranks(ctx, ts.compression)
     say = log if ctx.is_root else (lambda _msg: None)
     done = ranks.root_decides(files.finished_result)
     if done is not None:

@@ -78,6 +78,22 @@ def test_two_ranks_of_batch_b_equal_one_rank_of_batch_2b(env, tmp_path):
     assert any(not np.allclose(one[k], other[k], atol=1e-5 * moved) for k in one.files)
 
 
+def test_fp16_compression_keeps_the_ranks_identical_and_close_to_float32(env, tmp_path):
+    """train.compression: fp16 sends float16 gradients: the ranks still apply the same averages
+    (identical weights), close to the float32 run, and not equal to it (the gradients did
+    travel compressed). Adam moves a weight by at most about lr per step, so where float16
+    rounds a tiny gradient to zero the two runs part by at most 2 x lr x steps."""
+    plain = rank_weights("mpirun", 2, tmp_path, "plain", TINY, env)[0]
+    half = rank_weights("mpirun", 2, tmp_path, "half", ["train.compression=fp16", *TINY], env)
+    for key in half[0].files:
+        np.testing.assert_array_equal(half[0][key], half[1][key])
+    diffs = np.concatenate([np.abs(half[0][k] - plain[k]).ravel() for k in plain.files])
+    lr, steps = 0.001 * 2, 4  # the config's lr x 2 ranks (scale_lr), TINY's steps
+    assert diffs.max() <= 2 * lr * steps
+    assert np.quantile(diffs, 0.99) < 0.05 * lr  # all but a few: float16's rounding, no more
+    assert diffs.max() > 0
+
+
 @pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
 def test_rank_defaults_reach_every_rank_and_the_environment_wins(launcher, env, tmp_path):
     """What hpcdl sets for its ranks (distributed.RANK_DEFAULTS, README: Horovod on CPUs) is

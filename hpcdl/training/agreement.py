@@ -17,9 +17,10 @@ T = TypeVar("T")
 class Ranks:
     """This process's place among the run's Horovod ranks, and the collectives training uses."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, compression: str = "none") -> None:
         self.tf, self.hvd = ctx.tf, ctx.hvd
         self.rank, self.size, self.is_root = ctx.rank, ctx.size, ctx.is_root
+        self.compression = compression  # how gradients travel: "none" or "fp16"
 
     def root_decides(self, step: Callable[[], T]) -> T:
         """Run `step` on rank 0 and share its value or its error, so no rank waits forever."""
@@ -42,7 +43,11 @@ class Ranks:
 
     def averaging(self, tape: Any) -> Any:
         """`tape`, its gradients averaged over the ranks (Horovod's DistributedGradientTape)."""
-        return self.hvd.DistributedGradientTape(tape) if self.size > 1 else tape
+        if self.size == 1:
+            return tape
+        if self.compression == "fp16":
+            return self.hvd.DistributedGradientTape(tape, compression=self.hvd.Compression.fp16)
+        return self.hvd.DistributedGradientTape(tape)
 
     def sum(self, values: list[float] | np.ndarray) -> np.ndarray:
         """Element-wise sums over the ranks, in float64."""
