@@ -69,6 +69,13 @@ VARIANTS = {
     "gloo_no_cache": ("gloo", horovodrun(), {"HOROVOD_CACHE_CAPACITY": "0"}),
     "gloo_affinity": ("gloo", horovodrun(), {"HOROVOD_THREAD_AFFINITY": "0,1"}),
 }
+# variants that change a train setting of the 2-rank run: name -> (variant it modifies, settings)
+SETTINGS = {
+    "mpi_fp16": ("mpi", ["train.compression=fp16"]),
+    "gloo_fp16": ("gloo", ["train.compression=fp16"]),
+}
+for _name, (_of, _sets) in SETTINGS.items():
+    VARIANTS[_name] = VARIANTS[_of]
 
 
 def main() -> None:
@@ -119,9 +126,10 @@ def main() -> None:
                 else:
                     n = 1 if kind == "one" else 2
                     launcher, env = VARIANTS[name][1:]
-                    records = hpcdl_epochs(
-                        model, folder, [*base, f"train.batch_size={batch // n}"], launcher(n), env
-                    )
+                    sets = [*base, f"train.batch_size={batch // n}"]
+                    if kind == "two":
+                        sets += SETTINGS.get(name, ("", []))[1]
+                    records = hpcdl_epochs(model, folder, sets, launcher(n), env)
                     steps = steps or records[0]["steps"]
                     got[kind, name].append(speed(records))
                     cpu[kind, name].append(cpu_ms_per_sample(records, batch // n) or 0)
@@ -144,6 +152,7 @@ def main() -> None:
         effs = [t / (2 * o) for o, t in zip(one, two, strict=True)]
         rows[v] = {
             "environment": VARIANTS[v][2],
+            "settings": SETTINGS.get(v, ("", []))[1],
             "launcher": VARIANTS[v][1](2),
             "two_ranks": statistics.median(two),
             "two_ranks_each": two,

@@ -315,6 +315,7 @@ WHERE_THE_REST_GOES = (
 def knob_row(name: str, v: dict) -> str:
     launcher = " ".join(v["launcher"])
     env = " ".join(f"`{key}={value}`" for key, value in v["environment"].items())
+    env = " ".join([env, *(f"`{x}`" for x in v.get("settings", []))]).strip()
     return (
         f"| {name} | `{launcher}` | {env or 'hpcdl default'} | {v['two_ranks']:.0f} | "
         f"{v['efficiency_median']:.2f} | {v.get('of_ceiling', float('nan')):.2f} | "
@@ -340,6 +341,7 @@ def knob_lines(folder: Path) -> list[str]:
             "",
             f"`python benchmarks/bench_scaling.py {k['model']} ... --repeats {k['repeats']} "
             f"--epochs {k['epochs']} --steps {k['steps_per_epoch']}"
+            + (f" --batch {k['global_batch']}" if "global_batch" in k else "")
             + "".join(f" --set {x}" for x in k.get("extra_settings", []))
             + f"`, started {k['started']}; 1-minute load average {load['start']:.1f} at the "
             f"start, {load['end']:.1f} at the end"
@@ -353,7 +355,8 @@ def knob_lines(folder: Path) -> list[str]:
             )
             + ".",
             "",
-            "| variant | launcher | environment | 2 ranks samples/s | efficiency | of ceiling | "
+            "| variant | launcher | environment, settings | 2 ranks samples/s | efficiency | "
+            "of ceiling | "
             "CPU ms/sample (both ranks) |",
             "|---|---|---|---|---|---|---|",
             *(knob_row(name, v) for name, v in k["variants"].items()),
