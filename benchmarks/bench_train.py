@@ -345,7 +345,11 @@ def knob_lines(folder: Path) -> list[str]:
             + "".join(f" --set {x}" for x in k.get("extra_settings", []))
             + f"`, started {k['started']}; 1-minute load average {load['start']:.1f} at the "
             f"start, {load['end']:.1f} at the end"
-            + (" (other work running: a noisy comparison)" if max(load.values()) > 0.5 else "")
+            + (  # the run's own two ranks make about 2
+                " (other work running beside it: a noisy comparison)"
+                if max(load.values()) > 2.5
+                else ""
+            )
             + f". 1 rank: {one}"
             + (
                 f"; ceiling {ceiling:.2f}, one process alone "
