@@ -120,7 +120,7 @@ class IndianPines3DCNN(Schema):
 
 class IndianPinesSpectral(Schema):
     """Mean spectra of nested centre squares of each window (1x1: the pixel itself, 3x3, ...),
-    side by side, into dense layers: few parameters for few training pixels."""
+    side by side, into dense layers: averages keep no spatial layout to overfit few pixels on."""
 
     name: Literal["indian_pines_spectral"]
     scales: list[Annotated[int, Field(gt=0)]] = [1, 3, 5, 9]
