@@ -569,3 +569,15 @@ def test_pruner_settings_without_their_pruner_are_errors(tmp_path, search, messa
     with pytest.raises(HpcdlError, match=message) as err:
         plan(spec)
     assert "\n" not in str(err.value)
+
+
+def test_opening_a_study_again_writes_nothing_to_its_journal(tmp_path):
+    """status, resume and every worker open the study: only its creation is a record."""
+    study = _journal_study(tmp_path)
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    journal = tmp_path / "study.journal"
+    before = journal.read_bytes()
+    again = _journal_study(tmp_path)
+    assert journal.read_bytes() == before
+    assert [t.value for t in again.trials] == [0.5]

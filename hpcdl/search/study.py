@@ -90,14 +90,16 @@ def open_study(spec: SweepSpec, sweep_dir: Path, seed: int | None = None) -> opt
     lock = JournalFileOpenLock(path)
     drop_torn_record(Path(path), lock)
     storage = JournalStorage(JournalFileBackend(path, lock_obj=lock))
-    return optuna.create_study(
-        storage=storage,
-        study_name=spec.name,
-        direction=spec.search.direction,
-        sampler=make_sampler(spec.search, seed),
-        pruner=make_pruner(spec.search),
-        load_if_exists=True,
-    )
+    study = {
+        "storage": storage,
+        "study_name": spec.name,
+        "sampler": make_sampler(spec.search, seed),
+        "pruner": make_pruner(spec.search),
+    }
+    try:  # loading writes nothing; create_study appends a record on every call
+        return optuna.load_study(**study)
+    except KeyError:  # the first open (load_if_exists: two workers may create it at once)
+        return optuna.create_study(direction=spec.search.direction, load_if_exists=True, **study)
 
 
 def drop_torn_record(path: Path, lock: Any) -> None:
