@@ -293,7 +293,7 @@ def write_figure(reps: dict[str, list[int]]) -> None:
     chromium = shutil.which("chromium")
     if chromium:  # from a copy with plotly inline: the machine may be offline
         html = OUT / "specs" / "figure-inline.html"
-        fig.write_html(html, include_plotlyjs=True)
+        fig.write_html(html, include_plotlyjs=True, config={"displayModeBar": False})
         png = OUT / "search_benchmark.png"
         subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
