@@ -9,7 +9,7 @@ reports stay in the output folder.
 
     python benchmarks/bench_search.py --workload mnist --reps 3
     python benchmarks/bench_search.py --workload indian_pines --reps 2
-    python benchmarks/bench_search.py --workload indian_pines_spectral --reps 3
+    python benchmarks/bench_search.py --workload indian_pines_spectral --reps 2
     python benchmarks/bench_search.py --workload mnist --reps 3 --methods optuna_gentle
     python benchmarks/bench_search.py --summarize      # the tables and figure from what ran
 """
@@ -73,7 +73,7 @@ WORKLOADS = {
         },
         "prune_after": 3,
     },
-    # the same split with the small spectral model (jobs/indian_pines_spectral.yaml), 30 epochs:
+    # the same split with the spectral model (jobs/indian_pines_spectral.yaml), 30 epochs:
     # lr x dropout (x Gaussian noise when sampled)
     "indian_pines_spectral": {
         "config": "indian_pines_spectral.yaml",
