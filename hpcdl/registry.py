@@ -9,7 +9,7 @@ and the error messages read the registry instead of lists kept in step by hand.
 
     MODELS.get("mnist_cnn")            # the registered object
     MODELS.get("mypkg.nets:build")     # a user's `module:attribute`, imported on first use
-    MODELS.names()                     # ["indian_pines_3dcnn", "mnist_cnn"]
+    MODELS.names()                     # ["indian_pines_3dcnn", "indian_pines_spectral", ...]
 """
 
 from __future__ import annotations

@@ -79,7 +79,10 @@ def test_a_toy_model_and_data_set_join_the_schema_and_its_messages(toy):
     assert config.model.width == 8 and config.data.n == 600
     with pytest.raises(HpcdlError, match=r"^toy.yaml: model.width: Input should be a valid int"):
         parse_config({**CONFIG, "model": {"name": "toy_mlp", "width": "wide"}}, "toy.yaml")
-    with pytest.raises(HpcdlError, match=r"choose indian_pines_3dcnn, mnist_cnn or toy_mlp or"):
+    with pytest.raises(
+        HpcdlError,
+        match=r"choose indian_pines_3dcnn, indian_pines_spectral, mnist_cnn or toy_mlp or",
+    ):
         parse_config({**CONFIG, "model": {"name": "toy_mpl"}}, "toy.yaml")
     with pytest.raises(
         HpcdlError, match=r"model 'toy_mlp' trains on data 'toy_blobs', not 'mnist'"
