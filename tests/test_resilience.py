@@ -28,23 +28,30 @@ STEADY = {"train.threads": 1, "data.train_subset": 3000, "train.batch_size": 32}
 class Releaser(threading.Thread):
     """Starts requeued jobs at once. Slurm holds a requeued job for about two minutes
     (Reason=BeginTime) before it may run again; on a real cluster that is noise, in a test it
-    is waiting. `scontrol update StartTime=now` is what an operator would do."""
+    is waiting. `scontrol update StartTime=now` is what an operator would do, a few seconds
+    after the requeue: a job started again within the second its old allocation was revoked
+    is killed by slurmd ("Job credential revoked"), the race Slurm's own hold avoids."""
 
     def __init__(self):
         super().__init__(daemon=True)
         self.stop = threading.Event()
 
     def run(self):
+        held_since: dict[str, float] = {}
         while not self.stop.is_set():
             out = subprocess.run(
                 ["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True
             ).stdout
             for line in out.splitlines():
                 job, _, reason = line.partition(" ")
-                if reason.strip() == "BeginTime":
+                if reason.strip() != "BeginTime":
+                    continue
+                since = held_since.setdefault(job, time.monotonic())
+                if time.monotonic() - since >= 3:
                     subprocess.run(
                         ["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True
                     )
+                    del held_since[job]
             time.sleep(1)
 
 
