@@ -111,6 +111,29 @@ register_cluster() { # register_cluster NAME: the cluster known to slurmdbd (wit
   sacctmgr -n -P list cluster format=cluster | grep -qx "$1" || sacctmgr -i add cluster "$1" >/dev/null
 }
 
+scheduling_conf() { # slurm.conf's scheduling, accounting and requeue lines, the same on both
+  # clusters (needs GRES_TYPES from fake_gpus and ACCT_CONF from accounting_conf)
+  cat <<CONF
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=1000
+MaxArraySize=${SLURM_MAX_ARRAY_SIZE:-1001}
+DependencyParameters=kill_invalid_depend
+$GRES_TYPES
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=2
+$ACCT_CONF
+JobRequeue=1
+MinJobAge=300
+KillWait=5
+OverTimeLimit=0
+InactiveLimit=0
+Waittime=0
+CONF
+}
+
 write_if_changed() { # write_if_changed FILE TEXT: sets CHANGED=1 when FILE did not hold TEXT
   if [ "$2" != "$(cat "$1" 2>/dev/null)" ]; then
     echo "$2" > "$1"; CHANGED=1

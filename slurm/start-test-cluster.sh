@@ -74,23 +74,7 @@ StateSaveLocation=/var/lib/slurm/slurmctld
 SlurmdSpoolDir=/var/lib/slurm/slurmd
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU_Memory
-DefMemPerCPU=1000
-MaxArraySize=${SLURM_MAX_ARRAY_SIZE:-1001}
-DependencyParameters=kill_invalid_depend
-$GRES_TYPES
-JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=task=2
-$ACCT_CONF
-JobRequeue=1
-MinJobAge=300
-KillWait=5
-OverTimeLimit=0
-InactiveLimit=0
-Waittime=0
+$(scheduling_conf)
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$(hardware CPUs) Boards=$(hardware Boards) SocketsPerBoard=$(hardware SocketsPerBoard) CoresPerSocket=$(hardware CoresPerSocket) ThreadsPerCore=$(hardware ThreadsPerCore) RealMemory=$MEM $GRES_NODE State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF

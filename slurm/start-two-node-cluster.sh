@@ -145,23 +145,7 @@ SlurmdSpoolDir=$STATE/slurmd-%n
 TmpFS=$STATE/tmp-%n
 SlurmctldLogFile=$LOGS/slurmctld.log
 SlurmdLogFile=$LOGS/slurmd-%n.log
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU_Memory
-DefMemPerCPU=1000
-MaxArraySize=${SLURM_MAX_ARRAY_SIZE:-1001}
-DependencyParameters=kill_invalid_depend
-$GRES_TYPES
-JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=task=2
-$ACCT_CONF
-JobRequeue=1
-MinJobAge=300
-KillWait=5
-OverTimeLimit=0
-InactiveLimit=0
-Waittime=0
+$(scheduling_conf)
 SlurmdTimeout=10
 $NODE_LINES
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
